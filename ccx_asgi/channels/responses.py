@@ -1,0 +1,101 @@
+"""The ``responses`` service type: native Responses upstreams, forwarded as they are.
+
+The body goes upstream unchanged except for the mapped model; stream events come back unchanged
+except that a missing ``sequence_number`` is filled in and a stream that ends without a terminal
+event is closed with ``response.failed`` (so a cut answer never looks complete).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ccx_asgi.channels.base import UpstreamRequest
+from ccx_asgi.context import Attempt, RequestContext
+from ccx_asgi.convert.events import new_id
+from ccx_asgi.errors import UpstreamStatusError
+from ccx_asgi.types import Event
+
+__all__ = ["TERMINAL_EVENTS", "PassthroughTranslator", "ResponsesAdapter"]
+
+#: Event types that end a Responses stream.
+TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class PassthroughTranslator:
+    """Checks a native Responses stream on its way through; see the module docstring."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._response: dict[str, Any] | None = None
+        self._seq = -1
+        self.terminal: str | None = None
+
+    def feed(self, data: dict[str, Any]) -> list[Event]:
+        """Pass one upstream event through (events after the terminal one are dropped)."""
+        kind = data.get("type")
+        if not isinstance(kind, str) or self.terminal is not None:
+            return []
+        seq = data.get("sequence_number")
+        if isinstance(seq, int) and seq > self._seq:
+            self._seq = seq
+        else:
+            self._seq += 1
+            data["sequence_number"] = self._seq
+        response = data.get("response")
+        if isinstance(response, dict):
+            self._response = response
+        if kind in TERMINAL_EVENTS:
+            self.terminal = kind
+        return [data]
+
+    def finish(self) -> list[Event]:
+        """Close a stream the upstream left without a terminal event."""
+        if self.terminal is not None:
+            return []
+        return self.fail("the upstream stream ended before response.completed; the answer is incomplete")
+
+    def fail(self, message: str, code: str = "server_error") -> list[Event]:
+        """A ``response.failed`` that reuses the upstream's response id."""
+        if self.terminal is not None:
+            return []
+        response = (
+            dict(self._response)
+            if self._response
+            else {
+                "id": new_id("resp"),
+                "object": "response",
+                "created_at": int(time.time()),
+                "model": self._model,
+                "output": [],
+                "parallel_tool_calls": True,
+                "tool_choice": "auto",
+                "tools": [],
+            }
+        )
+        response.update(status="failed", error={"code": code, "message": message})
+        self.terminal = "response.failed"
+        self._seq += 1
+        return [{"type": "response.failed", "response": response, "sequence_number": self._seq}]
+
+
+class ResponsesAdapter:
+    """Adapter for ``service_type: responses`` (and the built-in demo)."""
+
+    def build_request(self, ctx: RequestContext, attempt: Attempt) -> UpstreamRequest:
+        """The client's body with the mapped model, authorised with the channel key."""
+        headers = [("authorization", f"Bearer {attempt.api_key.get_secret_value()}")] if attempt.api_key else []
+        return UpstreamRequest("/responses", {**attempt.body, "model": attempt.upstream_model}, headers)
+
+    def translator(self, ctx: RequestContext, attempt: Attempt) -> PassthroughTranslator:
+        """A checking pass-through translator."""
+        return PassthroughTranslator(ctx.model)
+
+    def convert_response(self, ctx: RequestContext, attempt: Attempt, data: Any) -> dict[str, Any]:
+        """Native answers need no conversion, only a sanity check."""
+        if not isinstance(data, dict):
+            raise UpstreamStatusError(
+                f"channel {attempt.channel.name!r}: upstream answered with a non-object JSON body",
+                retryable=True,
+            )
+        return data

@@ -1,0 +1,198 @@
+"""The exception tree of ccx_asgi and its one mapping to OpenAI-style error responses.
+
+Every error a client can see is a :class:`CCXError`. Each class carries the HTTP status, the OpenAI
+``type`` and an optional ``code``/``param``; :func:`error_body` and :func:`send_error` are the only
+places that turn one into bytes, so every layer answers in the same shape::
+
+    {"error": {"message": "...", "type": "...", "param": null, "code": null}}
+
+Upstream failures are :class:`UpstreamError` subclasses; their ``retryable`` flag is what the
+failover layer acts on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from ccx_asgi.types import Send
+
+__all__ = [
+    "AllChannelsFailedError",
+    "AuthenticationError",
+    "CCXError",
+    "ConfigurationError",
+    "InvalidRequestError",
+    "ModelNotFoundError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RequestTooLargeError",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamStatusError",
+    "UpstreamStreamError",
+    "UpstreamTimeoutError",
+    "error_body",
+    "send_error",
+]
+
+
+class CCXError(Exception):
+    """Base of every error ccx_asgi reports; maps to an OpenAI-style JSON error."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        status: int | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.param = param
+        self.headers = list(headers)
+
+
+class ConfigurationError(CCXError, ValueError):
+    """Invalid configuration found at start-up; the message names the variable and the problem."""
+
+
+class InvalidRequestError(CCXError):
+    """The client's request is malformed (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationError(CCXError):
+    """The client sent no proxy key or a wrong one (401)."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(CCXError):
+    """The key is valid but does not open this endpoint (403)."""
+
+    status = 403
+    type = "permission_error"
+
+
+class NotFoundError(CCXError):
+    """No such route (404)."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    """No configured channel serves the requested model (404 ``model_not_found``)."""
+
+    code = "model_not_found"
+
+
+class RequestTooLargeError(CCXError):
+    """The request body is larger than ``CCX_MAX_BODY_MB`` (413)."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UpstreamError(CCXError):
+    """An upstream channel failed.
+
+    ``retryable`` tells the failover layer whether another key or channel may succeed where this one
+    failed; ``retry_after`` is the upstream's ``Retry-After`` in seconds when it sent one.
+    """
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        status: int | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        upstream_status: int | None = None,
+    ) -> None:
+        super().__init__(message, code=code, param=param, status=status, headers=headers)
+        if retryable is not None:
+            self.retryable = retryable
+        self.retry_after = retry_after
+        self.upstream_status = upstream_status
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with an error status; ``upstream_status`` holds it."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """The upstream could not be reached (DNS, refused, TLS, reset before an answer)."""
+
+    code = "upstream_connect_error"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The upstream did not answer or went idle for longer than the channel's timeout."""
+
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamStreamError(UpstreamError):
+    """The upstream stream failed or ended before a terminal event."""
+
+    code = "upstream_stream_error"
+
+
+class AllChannelsFailedError(CCXError):
+    """Every candidate channel failed before any byte reached the client (503)."""
+
+    status = 503
+    type = "upstream_error"
+    code = "all_channels_failed"
+
+
+def error_body(exc: CCXError) -> bytes:
+    """Serialise ``exc`` as OpenAI's error JSON."""
+    return orjson.dumps({"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}})
+
+
+def error_dict(exc: CCXError) -> dict[str, Any]:
+    """The ``error`` object of :func:`error_body`, for embedding in a ``response.failed`` event."""
+    return {"code": exc.code or exc.type, "message": exc.message}
+
+
+async def send_error(send: Send, exc: CCXError, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Send ``exc`` as a complete JSON error response."""
+    body = error_body(exc)
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+        *((k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers),
+    ]
+    await send({"type": "http.response.start", "status": exc.status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})

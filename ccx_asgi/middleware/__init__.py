@@ -1,0 +1,8 @@
+"""Composable pure-ASGI middleware: auth, model mapper, failover and role normalizer."""
+
+from ccx_asgi.middleware.auth import AuthMiddleware
+from ccx_asgi.middleware.failover import FailoverMiddleware
+from ccx_asgi.middleware.model_mapper import ModelMapperMiddleware
+from ccx_asgi.middleware.role_normalizer import RoleNormalizerMiddleware
+
+__all__ = ["AuthMiddleware", "FailoverMiddleware", "ModelMapperMiddleware", "RoleNormalizerMiddleware"]

@@ -1,0 +1,72 @@
+"""``ModelMapperMiddleware``: parse the body once and choose the candidate channels.
+
+It reads the request body (bounded by ``max_body_bytes``, 413 beyond), parses it once, validates
+the envelope (a JSON object with a string ``model``), and stores a
+:class:`~ccx_asgi.context.RequestContext` under ``scope["ccx"]`` on a shallow copy of the scope,
+with the candidate channels for the requested model in priority order and each one's upstream
+model. No candidate → 404 ``model_not_found`` that names the model and explains why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from ccx_asgi.asgi import read_body, request_id
+from ccx_asgi.context import SCOPE_KEY, RequestContext
+from ccx_asgi.errors import CCXError, InvalidRequestError, ModelNotFoundError, send_error
+from ccx_asgi.routing import Router
+from ccx_asgi.settings import ChannelConfig
+from ccx_asgi.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["ModelMapperMiddleware"]
+
+
+class ModelMapperMiddleware:
+    """Parse the body into ``scope["ccx"]`` and pick candidates (see the module docstring).
+
+    ``channels`` are compiled once here; ``max_body_bytes`` bounds the body (default 50 MB).
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, channels: Sequence[ChannelConfig], max_body_bytes: int = 50 * 1024 * 1024
+    ) -> None:
+        self.app = app
+        self.router = Router(channels)
+        self.max_body_bytes = max_body_bytes
+
+    def _not_found(self, model: str) -> ModelNotFoundError:
+        if not self.router.channels:
+            return ModelNotFoundError(
+                f"The model '{model}' does not exist: no channels are configured (set CCX_CHANNELS).",
+                param="model",
+            )
+        return ModelNotFoundError(
+            f"The model '{model}' does not exist or you do not have access to it: no enabled channel's "
+            "allowlist ('models') matches it. The allowlist is checked against the requested model; "
+            "'model_map' only renames the model sent upstream, so add the requested name (or a pattern "
+            "such as 'gpt*') to a channel's 'models', or leave 'models' empty to allow all.",
+            param="model",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Build the request context, then call the wrapped app with it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(scope)
+        try:
+            raw = await read_body(receive, scope, self.max_body_bytes)
+            try:
+                parsed = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from None
+            ctx = RequestContext.from_body(parsed, request_id=rid, headers=list(scope.get("headers") or ()))
+            ctx.candidates = self.router.candidates(ctx.model)
+            if not ctx.candidates:
+                raise self._not_found(ctx.model)
+        except CCXError as exc:
+            await send_error(send, exc, [(b"x-request-id", rid.encode())])
+            return
+        await self.app({**scope, SCOPE_KEY: ctx}, receive, send)

@@ -1,0 +1,216 @@
+"""Configuration: one :class:`CCXSettings` read from the environment (prefix ``CCX_``).
+
+Settings are read when an app is built (``create_app()`` or ``python -m ccx_asgi``), never at import
+time. Every problem is reported as a :class:`~ccx_asgi.errors.ConfigurationError` whose message names
+the variable and what is wrong with it; secrets are :class:`~pydantic.SecretStr` so they never show
+in reprs, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ccx_asgi.errors import ConfigurationError
+
+__all__ = ["DEMO_BASE_URL", "CCXSettings", "ChannelConfig", "ServiceType", "load_settings"]
+
+#: The upstream protocols a channel can speak. ``openai`` is accepted as an alias of ``chat``.
+ServiceType = Literal["responses", "chat", "claude", "demo"]
+
+#: Base URL of the built-in demo channel; only the in-process demo transport answers there.
+DEMO_BASE_URL = "http://demo.ccx.invalid/v1"
+
+_VERSION_SEGMENT = re.compile(r"/v\d+(?:(?:alpha|beta)\d*)?$")
+_SERVICE_ALIASES = {"openai": "chat"}
+
+
+class ChannelConfig(BaseModel):
+    """One upstream channel (an element of the ``CCX_CHANNELS`` JSON array).
+
+    Unknown fields are rejected so that a typo (``base_ur``) fails at start-up instead of being
+    silently ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Unique channel name; shown in logs and headers.")
+    service_type: ServiceType = Field(description="Upstream protocol: responses, chat (openai), claude, demo.")
+    base_url: str = Field(default="", description="API root, e.g. https://api.deepseek.com/v1.")
+    api_keys: list[SecretStr] = Field(default_factory=list, description="Upstream keys, tried in order.")
+    model_map: dict[str, str] = Field(
+        default_factory=dict, description="Requested model -> upstream model (exact, else longest substring)."
+    )
+    models: list[str] = Field(
+        default_factory=list, description="Allowlist of requested models (exact, prefix*, *suffix, *x*, !x)."
+    )
+    normalize_roles: bool = Field(default=False, description="developer -> system, odd roles -> user.")
+    priority: int | None = Field(default=None, description="Lower is tried first; default: list order.")
+    enabled: bool = Field(default=True, description="Disabled channels are never tried.")
+    headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra upstream headers.")
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to establish a connection.")
+    read_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds to wait for the first byte and between stream chunks."
+    )
+    write_timeout: float = Field(default=30.0, gt=0, description="Seconds to send the request body.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _demo_base_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and str(data.get("service_type", "")).lower() == "demo":
+            return {**data, "base_url": DEMO_BASE_URL}
+        return data
+
+    @field_validator("service_type", mode="before")
+    @classmethod
+    def _alias_service_type(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            return _SERVICE_ALIASES.get(lowered, lowered)
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https:// (got {value!r})")
+        if value.endswith(("/responses", "/chat/completions", "/messages")):
+            raise ValueError("base_url must be the API root (e.g. https://api.example.com/v1), not an endpoint URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_needs_base_url(self) -> ChannelConfig:
+        if self.service_type != "demo" and not self.base_url:
+            raise ValueError(f"channel {self.name!r}: base_url is required for service_type {self.service_type!r}")
+        return self
+
+    def url(self, endpoint: str) -> str:
+        """The full upstream URL for ``endpoint`` (``/responses``, ``/chat/completions``, ``/messages``).
+
+        A base URL that does not end in a version segment such as ``/v1`` gets ``/v1`` added, as users
+        of the original CCX expect.
+        """
+        base = self.base_url
+        if not _VERSION_SEGMENT.search(base):
+            base += "/v1"
+        return base + endpoint
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class CCXSettings(BaseSettings):
+    """Everything ccx_asgi reads from the environment (prefix ``CCX_``).
+
+    Build it with :func:`load_settings` to get :class:`ConfigurationError` messages that name the
+    variable; constructing it directly raises pydantic's ``ValidationError``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CCX_", extra="ignore", populate_by_name=True)
+
+    proxy_access_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CCX_PROXY_ACCESS_KEY", "PROXY_ACCESS_KEY", "proxy_access_key"),
+        description="The key clients send (Authorization: Bearer or x-api-key).",
+    )
+    extra_proxy_access_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="More client keys, comma-separated."
+    )
+    admin_access_key: SecretStr | None = Field(default=None, description="Key for the admin endpoints.")
+    channels: Annotated[list[ChannelConfig], NoDecode] = Field(
+        default_factory=list, description="JSON array of channel objects."
+    )
+    host: str = Field(default="127.0.0.1", description="Standalone server bind address.")
+    port: int = Field(default=3000, ge=0, le=65535, description="Standalone server port.")
+    max_body_mb: float = Field(default=50, gt=0, description="Request body limit in MB (413 above).")
+    redis_url: SecretStr | None = Field(default=None, description="Optional Redis URL for shared state.")
+
+    @field_validator("extra_proxy_access_keys", mode="before")
+    @classmethod
+    def _csv_keys(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels_json(cls, value: Any) -> Any:
+        if isinstance(value, str | bytes):
+            if not value.strip():
+                return []
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc})") from None
+        if not isinstance(value, list):
+            raise ValueError("must be a JSON array of channel objects")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_names(cls, value: list[ChannelConfig]) -> list[ChannelConfig]:
+        seen: set[str] = set()
+        for channel in value:
+            if channel.name in seen:
+                raise ValueError(f"duplicate channel name {channel.name!r}")
+            seen.add(channel.name)
+        return value
+
+    @property
+    def max_body_bytes(self) -> int:
+        """``max_body_mb`` in bytes."""
+        return int(self.max_body_mb * 1024 * 1024)
+
+    def client_keys(self) -> list[SecretStr]:
+        """Every key a client may send: the proxy key first, then the extra keys."""
+        keys = [self.proxy_access_key] if self.proxy_access_key else []
+        return keys + list(self.extra_proxy_access_keys)
+
+    def admin_keys(self) -> list[SecretStr]:
+        """Keys that open the admin endpoints.
+
+        The admin key when set; otherwise the proxy key, but only when no extra client keys exist
+        (so a key handed out to one more client never doubles as an admin key).
+        """
+        if self.admin_access_key:
+            return [self.admin_access_key]
+        if self.proxy_access_key and not self.extra_proxy_access_keys:
+            return [self.proxy_access_key]
+        return []
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        loc = [str(part) for part in item["loc"]]
+        head = "CCX_" + loc[0].upper() if loc else "CCX settings"
+        where = head + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> CCXSettings:
+    """Read :class:`CCXSettings` from the environment, turning validation errors into readable ones.
+
+    Keyword ``overrides`` take precedence over the environment (handy in tests and host apps).
+    """
+    try:
+        return CCXSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc)) from None

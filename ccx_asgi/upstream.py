@@ -1,0 +1,234 @@
+"""All upstream I/O: one long-lived ``httpx.AsyncClient`` and the one boundary where httpx's
+exceptions and upstream error statuses become :class:`~ccx_asgi.errors.UpstreamError`.
+
+The client is created lazily (mounted sub-apps get no lifespan events) and closed by
+:meth:`Upstream.aclose`. Tests inject a transport; the built-in demo channel is an in-process
+transport mounted on a reserved host, so it goes through exactly the same code as a real upstream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+
+from ccx_asgi.context import Attempt
+from ccx_asgi.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+
+__all__ = ["Upstream", "forwardable_headers", "redact"]
+
+# Client headers that must never reach an upstream: hop-by-hop, framing (httpx sets its own), client
+# credentials (the channel's key replaces them), cookies and anything that says who/where the
+# client is or could steer the upstream host.
+_DROP = frozenset(
+    {
+        "host", "content-length", "content-type", "content-encoding", "accept-encoding", "accept",
+        "connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+        "authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie", "forwarded", "via",
+        "x-real-ip", "true-client-ip", "cf-connecting-ip", "expect", "origin", "referer",
+        "anthropic-version", "anthropic-beta", "openai-organization", "openai-project",
+    }
+)  # fmt: skip
+_DROP_PREFIXES = ("x-forwarded-", "proxy-", "x-ccx-", "sec-", "x-amz-", "x-envoy-")
+_MAX_ERROR_BODY = 256 * 1024
+_RETRYABLE_STATUS = frozenset({401, 403, 408, 409, 425, 429})
+_RETRYABLE_BODY = re.compile(
+    r"overloaded|rate.?limit|quota|insufficient.?(?:balance|funds|credit)|capacity|try again later|"
+    r"too many requests|billing|credit balance",
+    re.IGNORECASE,
+)
+
+
+def forwardable_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The client headers that may be forwarded upstream (see ``_DROP`` for what never is)."""
+    out = []
+    for raw_name, raw_value in headers:
+        name = raw_name.decode("latin-1").lower()
+        if name in _DROP or name.startswith(_DROP_PREFIXES):
+            continue
+        out.append((name, raw_value.decode("latin-1")))
+    return out
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret replaced (upstreams sometimes echo headers)."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _attempt_secrets(attempt: Attempt) -> list[str]:
+    secrets = [attempt.api_key.get_secret_value()] if attempt.api_key else []
+    secrets.extend(v.get_secret_value() for v in attempt.channel.headers.values())
+    return secrets
+
+
+def _error_message(raw: bytes) -> tuple[str, str | None]:
+    """Pull a human message and an error code out of an upstream error body of any common shape."""
+    try:
+        data: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace").strip()[:2000] or "(empty body)", None
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(err, dict):
+        message = err.get("message") or err.get("detail") or err.get("msg")
+        code = err.get("code") or err.get("type")
+        if isinstance(message, str):
+            return message[:2000], code if isinstance(code, str) else None
+    if isinstance(err, str):
+        return err[:2000], None
+    return raw.decode("utf-8", "replace")[:2000], None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class Upstream:
+    """The gateway's HTTP client. One instance per app; cheap to share across requests.
+
+    ``transport`` replaces the network (tests); ``max_connections`` bounds the pool.
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 512,
+        demo_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._transport = transport
+        self._demo_transport = demo_transport
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=128)
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The shared ``httpx.AsyncClient``, created on first use."""
+        if self._client is None:
+            mounts = {}
+            if self._demo_transport is not None:
+                mounts["all://demo.ccx.invalid"] = self._demo_transport
+            self._client = httpx.AsyncClient(
+                transport=self._transport,
+                mounts=mounts,
+                limits=self._limits,
+                follow_redirects=False,
+                trust_env=False,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the client and its connections; a later request opens a new one."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    @asynccontextmanager
+    async def open(
+        self, attempt: Attempt, url: str, headers: list[tuple[str, str]], body: bytes, *, stream: bool
+    ) -> AsyncIterator[httpx.Response]:
+        """Send one request and yield the response once its status is known to be a success.
+
+        Error statuses are read (bounded) and raised as :class:`UpstreamStatusError`; transport
+        failures as :class:`UpstreamConnectError`/:class:`UpstreamTimeoutError`. Nothing here ever
+        puts a key into an exception message.
+        """
+        channel = attempt.channel
+        timeout = httpx.Timeout(
+            connect=channel.connect_timeout,
+            read=channel.read_timeout,
+            write=channel.write_timeout,
+            pool=channel.connect_timeout,
+        )
+        request = self.client.build_request("POST", url, headers=headers, content=body, timeout=timeout)
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(f"channel {channel.name!r}: upstream timed out ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamConnectError(
+                f"channel {channel.name!r}: could not reach the upstream ({type(exc).__name__})"
+            ) from None
+        try:
+            if response.status_code >= 400:
+                raise await self._status_error(attempt, response)
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _status_error(self, attempt: Attempt, response: httpx.Response) -> UpstreamError:
+        raw = b""
+        try:
+            async for chunk in response.aiter_bytes():
+                raw += chunk
+                if len(raw) >= _MAX_ERROR_BODY:
+                    break
+        except httpx.HTTPError:
+            pass
+        message, code = _error_message(raw)
+        message = redact(message, _attempt_secrets(attempt))
+        status = response.status_code
+        retryable = status in _RETRYABLE_STATUS or status >= 500 or bool(_RETRYABLE_BODY.search(message))
+        if retryable:
+            client_status = 502
+        elif status in (400, 404, 409, 413, 415, 422):
+            client_status = 400 if status in (409, 415, 422) else status
+        else:
+            client_status = 400
+        return UpstreamStatusError(
+            f"channel {attempt.channel.name!r}: upstream returned HTTP {status}: {message}",
+            status=client_status,
+            code=code if not retryable else "upstream_error",
+            retryable=retryable,
+            retry_after=_retry_after(response),
+            upstream_status=status,
+        )
+
+    async def iter_bytes(self, attempt: Attempt, response: httpx.Response) -> AsyncIterator[bytes]:
+        """The response body as it arrives, with read failures mapped to upstream errors."""
+        name = attempt.channel.name
+        try:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+        except httpx.TimeoutException:
+            raise UpstreamTimeoutError(
+                f"channel {name!r}: upstream went idle for more than {attempt.channel.read_timeout:g}s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamConnectError(
+                f"channel {name!r}: upstream connection failed mid-response ({type(exc).__name__})"
+            ) from None
+
+    async def read_json(self, attempt: Attempt, response: httpx.Response, limit: int) -> Any:
+        """Read a whole (bounded) JSON body."""
+        raw = bytearray()
+        async for chunk in self.iter_bytes(attempt, response):
+            raw += chunk
+            if len(raw) > limit:
+                raise UpstreamStatusError(
+                    f"channel {attempt.channel.name!r}: upstream response exceeds {limit} bytes",
+                    retryable=False,
+                )
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamStatusError(
+                f"channel {attempt.channel.name!r}: upstream answered with invalid JSON", retryable=True
+            ) from None

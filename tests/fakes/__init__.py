@@ -1,0 +1,1 @@
+"""Strict fake upstreams (stand-ins for paid services only), as plain ASGI apps."""
