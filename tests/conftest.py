@@ -21,7 +21,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith("CCX_") or name in ("PROXY_ACCESS_KEY",):
             monkeypatch.delenv(name)
-    yield
+    return
 
 
 def channel(name: str = "main", **fields: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
@@ -42,7 +43,7 @@ def validate_events(events: list[dict[str, Any]]) -> list[Any]:
     assert events, "empty stream"
     assert events[0]["type"] == "response.created", events[0]["type"]
     seqs = [e["sequence_number"] for e in events]
-    assert all(b > a for a, b in zip(seqs, seqs[1:], strict=False)), seqs
+    assert all(b > a for a, b in itertools.pairwise(seqs)), seqs
     terminals = [i for i, e in enumerate(events) if e["type"] in TERMINAL]
     assert terminals == [len(events) - 1], [e["type"] for e in events]
     rid = events[0]["response"]["id"]

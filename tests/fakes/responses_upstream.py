@@ -55,7 +55,9 @@ def codex_script(body: dict[str, Any]) -> ResponseStream | tuple[int, dict[str, 
         stream.delta(index, "Output was: " + text.strip().splitlines()[-1] if text.strip() else "empty")
     elif any(t.get("name") == "exec_command" for t in body.get("tools") or []):
         index = stream.open_item("function_call", name="exec_command")
-        stream.delta(index, orjson.dumps({"cmd": "echo ccx-e2e-$((6*7)) > ccx_marker.txt; echo ccx-e2e-$((6*7))"}).decode())
+        stream.delta(
+            index, orjson.dumps({"cmd": "echo ccx-e2e-$((6*7)) > ccx_marker.txt; echo ccx-e2e-$((6*7))"}).decode()
+        )
     else:
         index = stream.open_item("message")
         stream.delta(index, "pong")
@@ -127,7 +129,9 @@ class FakeResponsesUpstream:
 
     @staticmethod
     async def _json(send: Any, status: int, data: dict[str, Any]) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
         await send({"type": "http.response.body", "body": orjson.dumps(data)})
 
 

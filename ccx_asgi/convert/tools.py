@@ -1,0 +1,267 @@
+"""Pieces shared by every converted channel (Chat and Claude): tools and tool-call history.
+
+- :class:`ToolCatalog` flattens the client's ``tools`` into plain functions an upstream accepts:
+  ``function`` tools as they are, ``custom`` (freeform, e.g. Codex's ``apply_patch``) as a function
+  with one string argument ``input``, and ``namespace`` groups as ``<namespace>__<name>``. It
+  remembers the mapping so upstream calls are turned back into ``custom_tool_call`` items or
+  ``function_call`` items with their ``namespace`` restored. Hosted tools are dropped.
+- :func:`pair_tool_calls` repairs a history so every call has exactly one output right after its
+  call group and every output has its call — strict upstreams reject anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+__all__ = [
+    "CUSTOM_INPUT_SCHEMA",
+    "INTERRUPTED_OUTPUT",
+    "NAMESPACE_SEPARATOR",
+    "ToolCatalog",
+    "ToolSpec",
+    "custom_input",
+    "output_parts",
+    "pair_tool_calls",
+    "upstream_tool_name",
+]
+
+#: The parameters schema of a converted ``custom`` tool: one raw string.
+CUSTOM_INPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "input": {"type": "string", "description": "The raw input for this tool, exactly as it should be applied."}
+    },
+    "required": ["input"],
+    "additionalProperties": False,
+}
+#: The output given to a tool call whose result never arrived (an interrupted turn).
+INTERRUPTED_OUTPUT = "[no output: the tool call was interrupted before it returned]"
+
+_CALL_TYPES = frozenset({"function_call", "custom_tool_call"})
+_OUTPUT_TYPES = frozenset({"function_call_output", "custom_tool_call_output"})
+_NAME_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+NAMESPACE_SEPARATOR = "__"
+
+
+def upstream_tool_name(name: str, namespace: str | None = None) -> str:
+    """The name a tool gets upstream: ``namespace__name``, made to fit ``[A-Za-z0-9_-]{1,64}``.
+
+    Names that need changing get a short hash of the original so two long or odd names never collide.
+    """
+    full = f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
+    if _NAME_OK.match(full):
+        return full
+    digest = hashlib.sha1(full.encode(), usedforsecurity=False).hexdigest()[:8]
+    cleaned = _NAME_BAD_CHARS.sub("_", full)[:55] or "tool"
+    return f"{cleaned}_{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """One tool as the upstream sees it, and who it really is for the client."""
+
+    upstream_name: str
+    name: str
+    kind: Literal["function", "custom"]
+    namespace: str | None
+    description: str
+    parameters: dict[str, Any]
+    strict: bool | None = None
+
+
+def _custom_description(tool: dict[str, Any]) -> str:
+    description = str(tool.get("description") or "")
+    fmt = tool.get("format")
+    note = (
+        "\n\nThis is a freeform tool: put the raw text in the `input` argument (not JSON, not "
+        "wrapped in quotes or code fences)."
+    )
+    if isinstance(fmt, dict) and fmt.get("type") == "grammar" and fmt.get("definition"):
+        note += f"\nThe input must match this {fmt.get('syntax', 'lark')} grammar:\n{fmt['definition']}"
+    return description + note
+
+
+def _function_spec(tool: dict[str, Any], namespace: str | None = None) -> ToolSpec | None:
+    name = tool.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    params = tool.get("parameters")
+    strict = tool.get("strict")
+    return ToolSpec(
+        upstream_tool_name(name, namespace),
+        name,
+        "function",
+        namespace,
+        str(tool.get("description") or ""),
+        params if isinstance(params, dict) else {"type": "object", "properties": {}},
+        strict if isinstance(strict, bool) else None,
+    )
+
+
+@dataclass(slots=True)
+class ToolCatalog:
+    """The client's tools flattened for an upstream; see the module docstring."""
+
+    specs: list[ToolSpec] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    _by_upstream: dict[str, ToolSpec] = field(default_factory=dict)
+
+    @classmethod
+    def from_tools(cls, tools: Any) -> ToolCatalog:
+        """Build the catalog from a Responses ``tools`` array (anything else gives an empty one)."""
+        catalog = cls()
+        for tool in tools if isinstance(tools, list) else ():
+            if not isinstance(tool, dict):
+                continue
+            kind = tool.get("type")
+            if kind == "function":
+                catalog._add(_function_spec(tool))
+            elif kind == "custom" and isinstance(tool.get("name"), str) and tool["name"]:
+                catalog._add(
+                    ToolSpec(
+                        upstream_tool_name(tool["name"]),
+                        tool["name"],
+                        "custom",
+                        None,
+                        _custom_description(tool),
+                        CUSTOM_INPUT_SCHEMA,
+                    )
+                )
+            elif kind == "namespace" and isinstance(tool.get("name"), str):
+                for member in tool.get("tools") or ():
+                    if isinstance(member, dict) and member.get("type", "function") == "function":
+                        catalog._add(_function_spec(member, tool["name"]))
+            else:
+                catalog.dropped.append(str(kind))
+        return catalog
+
+    def _add(self, spec: ToolSpec | None) -> None:
+        if spec is not None and spec.upstream_name not in self._by_upstream:
+            self._by_upstream[spec.upstream_name] = spec
+            self.specs.append(spec)
+
+    def resolve(self, upstream_name: str) -> ToolSpec | None:
+        """The tool an upstream call name refers to (``None`` for a name the client never offered)."""
+        return self._by_upstream.get(upstream_name)
+
+    def has(self, name: str, namespace: str | None = None) -> bool:
+        """Whether the client's tool ``name`` (in ``namespace``) survived flattening."""
+        return upstream_tool_name(name, namespace) in self._by_upstream
+
+    def call_item(self, upstream_name: str, arguments: str) -> dict[str, Any]:
+        """How an upstream call should look to the client, without ids.
+
+        ``{"type": "function_call", "name", "namespace"?, "arguments"}`` or
+        ``{"type": "custom_tool_call", "name", "input"}`` (the raw text from the ``input`` argument).
+        """
+        spec = self.resolve(upstream_name)
+        if spec is None:
+            return {"type": "function_call", "name": upstream_name, "arguments": arguments}
+        if spec.kind == "custom":
+            return {"type": "custom_tool_call", "name": spec.name, "input": custom_input(arguments)}
+        item: dict[str, Any] = {"type": "function_call", "name": spec.name, "arguments": arguments}
+        if spec.namespace:
+            item["namespace"] = spec.namespace
+        return item
+
+
+def custom_input(arguments: str) -> str:
+    """The raw text of a converted custom tool call from its JSON ``arguments``.
+
+    Models sometimes answer with the raw text itself instead of JSON; that text is used as it is.
+    """
+    try:
+        parsed = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return arguments
+    if isinstance(parsed, dict) and isinstance(parsed.get("input"), str):
+        return str(parsed["input"])
+    return arguments if not isinstance(parsed, str) else parsed
+
+
+def output_parts(output: Any) -> tuple[str, list[dict[str, Any]]]:
+    """Split a tool output (a string, or an array of ``input_text``/``input_image`` parts).
+
+    Returns the joined text and the image parts (each with ``image_url`` and maybe ``detail``).
+    """
+    if isinstance(output, str):
+        return output, []
+    if not isinstance(output, list):
+        return ("" if output is None else orjson.dumps(output).decode()), []
+    texts: list[str] = []
+    images: list[dict[str, Any]] = []
+    for part in output:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            images.append(part)
+    return "\n".join(texts), images
+
+
+def _orphan_message(item: dict[str, Any]) -> dict[str, Any]:
+    text, _ = output_parts(item.get("output"))
+    return {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": f"[output of tool call {item.get('call_id')}]\n{text}"}],
+    }
+
+
+def pair_tool_calls(items: Iterable[Any]) -> list[dict[str, Any]]:
+    """Repair tool-call pairing in a Responses ``input`` list, deterministically.
+
+    - a call without an output (an interrupted turn) gets :data:`INTERRUPTED_OUTPUT` right after
+      its group of calls;
+    - an output whose call is not in the open group (never made, made later, or already answered)
+      becomes a user message carrying its text, so nothing is lost;
+    - a repeated call with an id already used is dropped (upstreams reject duplicate ids);
+    - non-dict items are dropped.
+    The input is not mutated; items that need no change are returned as the same objects.
+    """
+    out: list[dict[str, Any]] = []
+    pending: dict[str, dict[str, Any]] = {}  # call_id -> call, in the current call group
+    answered: set[str] = set()
+
+    def close_group() -> None:
+        for call_id, call in pending.items():
+            kind = "custom_tool_call_output" if call.get("type") == "custom_tool_call" else "function_call_output"
+            out.append({"type": kind, "call_id": call_id, "output": INTERRUPTED_OUTPUT})
+        pending.clear()
+
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind in _CALL_TYPES:
+            call_id = item.get("call_id")
+            if isinstance(call_id, str) and call_id not in answered and call_id not in pending:
+                pending[call_id] = item
+                out.append(item)
+            continue
+        if kind in _OUTPUT_TYPES:
+            call_id = item.get("call_id")
+            if isinstance(call_id, str) and call_id in pending:
+                del pending[call_id]
+                answered.add(call_id)
+                out.append(item)
+            else:
+                out.append(_orphan_message(item))
+            continue
+        if kind == "reasoning" and pending:
+            # Reasoning between calls and outputs belongs to the next assistant turn; keep order.
+            out.append(item)
+            continue
+        close_group()
+        out.append(item)
+    close_group()
+    return out

@@ -1,0 +1,89 @@
+"""The shared tool flattening and history repair used by every converted channel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT, ToolCatalog, pair_tool_calls, upstream_tool_name
+
+CODEX = Path(__file__).resolve().parents[1].parent / "shared" / "codex"
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((CODEX / name).read_text())
+
+
+def test_codex_tools_flatten_and_restore() -> None:
+    body = _load("request-custom-slug-turn1.json")
+    catalog = ToolCatalog.from_tools(body["tools"])
+    names = [s.upstream_name for s in catalog.specs]
+    assert "apply_patch" in names
+    assert any(n.startswith("multi_agent_v1__") for n in names)
+    assert "web_search" in catalog.dropped
+    assert all(len(n) <= 64 for n in names)
+    namespaced = next(n for n in names if n.startswith("multi_agent_v1__"))
+    item = catalog.call_item(namespaced, "{}")
+    assert item["namespace"] == "multi_agent_v1"
+    assert item["name"] == namespaced.removeprefix("multi_agent_v1__")
+    patch = catalog.call_item("apply_patch", json.dumps({"input": "*** Begin Patch\n*** End Patch"}))
+    assert patch == {"type": "custom_tool_call", "name": "apply_patch", "input": "*** Begin Patch\n*** End Patch"}
+    spec = catalog.resolve("apply_patch")
+    assert spec is not None and "lark" in spec.description and spec.parameters["required"] == ["input"]
+
+
+@pytest.mark.parametrize(
+    ("name", "namespace"),
+    [("a" * 80, None), ("x.y", None), ("close_agent", "multi agent"), ("n", "ns")],
+)
+def test_upstream_names_fit_and_are_distinct(name: str, namespace: str | None) -> None:
+    flat = upstream_tool_name(name, namespace)
+    assert 1 <= len(flat) <= 64
+    assert all(c.isalnum() or c in "_-" for c in flat)
+    assert flat != upstream_tool_name(name + "2", namespace)
+
+
+def _call(call_id: str) -> dict[str, Any]:
+    return {"type": "function_call", "call_id": call_id, "name": "f", "arguments": "{}"}
+
+
+def _out(call_id: str) -> dict[str, Any]:
+    return {"type": "function_call_output", "call_id": call_id, "output": "ok"}
+
+
+def _user(text: str = "hi") -> dict[str, Any]:
+    return {"type": "message", "role": "user", "content": text}
+
+
+def _shape(items: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"{i.get('type', 'message')}:{i.get('call_id', i.get('role'))}"
+        + ("!" if i.get("output") == INTERRUPTED_OUTPUT else "")
+        for i in items
+    ]
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        ([_call("a"), _out("a")], ["function_call:a", "function_call_output:a"]),
+        ([_call("a"), _call("b"), _out("b"), _out("a")],
+         ["function_call:a", "function_call:b", "function_call_output:b", "function_call_output:a"]),
+        ([_call("a"), _user()], ["function_call:a", "function_call_output:a!", "message:user"]),
+        ([_call("a")], ["function_call:a", "function_call_output:a!"]),
+        ([_out("zzz"), _user()], ["message:user", "message:user"]),
+        ([_call("a"), _out("a"), _out("a")], ["function_call:a", "function_call_output:a", "message:user"]),
+        ([_call("a"), _user(), _out("a")], ["function_call:a", "function_call_output:a!", "message:user", "message:user"]),
+        ([_call("a"), _call("a"), _out("a")], ["function_call:a", "function_call_output:a"]),
+    ],
+)  # fmt: skip
+def test_pair_tool_calls(items: list[dict[str, Any]], expected: list[str]) -> None:
+    assert _shape(pair_tool_calls(items)) == expected
+
+
+def test_orphan_output_text_is_kept() -> None:
+    repaired = pair_tool_calls([_out("lost")])
+    assert "lost" in repaired[0]["content"][0]["text"] and "ok" in repaired[0]["content"][0]["text"]
