@@ -123,7 +123,8 @@ class CCXApp:
             return
         path = route_path(scope)
         method = scope.get("method", "GET")
-        handler = self._routes.get((method, path))
+        # Litestar mounts hand over "/responses/"; a trailing slash never changes the route.
+        handler = self._routes.get((method, path)) or self._routes.get((method, path.rstrip("/")))
         responder = _Started(send)
         try:
             if handler is None:
