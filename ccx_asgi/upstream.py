@@ -35,7 +35,7 @@ _DROP = frozenset(
         "connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
         "authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie", "forwarded", "via",
         "x-real-ip", "true-client-ip", "cf-connecting-ip", "expect", "origin", "referer",
-        "anthropic-version", "anthropic-beta", "openai-organization", "openai-project",
+        "anthropic-version", "anthropic-beta", "openai-organization", "openai-project", "x-request-id",
     }
 )  # fmt: skip
 _DROP_PREFIXES = ("x-forwarded-", "proxy-", "x-ccx-", "sec-", "x-amz-", "x-envoy-")
@@ -49,14 +49,17 @@ _RETRYABLE_BODY = re.compile(
 
 
 def forwardable_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """The client headers that may be forwarded upstream (see ``_DROP`` for what never is)."""
-    out = []
-    for raw_name, raw_value in headers:
-        name = raw_name.decode("latin-1").lower()
-        if name in _DROP or name.startswith(_DROP_PREFIXES):
-            continue
-        out.append((name, raw_value.decode("latin-1")))
-    return out
+    """The client headers that may be forwarded upstream (see ``_DROP`` for what never is).
+
+    Headers named in ``Connection`` are hop-by-hop too (RFC 9110 §7.6.1) and are dropped.
+    """
+    pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers]
+    hop = {t.strip().lower() for name, value in pairs if name == "connection" for t in value.split(",")}
+    return [
+        (name, value)
+        for name, value in pairs
+        if name not in _DROP and name not in hop and not name.startswith(_DROP_PREFIXES)
+    ]
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
