@@ -36,6 +36,7 @@ _DROP = frozenset(
         "authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie", "forwarded", "via",
         "x-real-ip", "true-client-ip", "cf-connecting-ip", "expect", "origin", "referer",
         "anthropic-version", "anthropic-beta", "openai-organization", "openai-project",
+        "x-request-id",  # the endpoint sends the gateway's (validated) request id instead
     }
 )  # fmt: skip
 _DROP_PREFIXES = ("x-forwarded-", "proxy-", "x-ccx-", "sec-", "x-amz-", "x-envoy-")
