@@ -339,6 +339,7 @@ h2{font-size:16px;margin:0 0 8px;display:flex;gap:10px;align-items:center}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eef0f3;vertical-align:top}
 th{color:#5b6475;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
+code,.badge{white-space:nowrap}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;background:#f1f3f6;padding:1px 4px;border-radius:4px}
 .badge{font-size:12px;padding:1px 8px;border-radius:10px;background:#e8ebf0;color:#3a4252;font-weight:500}
 .ok{background:#dcf5e3;color:#13612e}.bad{background:#fde2e1;color:#8f1d18}.warn{background:#fff1d6;color:#7a4d00}
@@ -372,10 +373,15 @@ def _status_badge(entry: Mapping[str, Any]) -> str:
     if not isinstance(status, int):
         return _badge("-", "warn")
     if status >= 400:
-        return _badge(f"{status} {entry.get('error_code') or ''}".strip(), "bad")
+        text = _e(f"{status} {entry.get('error_code') or ''}".strip())
+        return f'<span class="badge bad" title="{_e(entry.get("error_message"))}">{text}</span>'
     if outcome not in (None, "completed"):
         return _badge(f"{status} {outcome}", "warn")
     return _badge(str(status), "ok")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _ms(value: Any) -> str:
@@ -392,7 +398,12 @@ def _recent_table(entries: Sequence[Mapping[str, Any]], limit: int = 20) -> str:
             if isinstance(entry.get("input_tokens"), int) and isinstance(entry.get("output_tokens"), int)
             else _DASH
         )
-        failed = ", ".join(f"{f['channel']}({f['status'] or 'error'})" for f in entry.get("failed_attempts") or ())
+        failed = ", ".join(
+            f'<span title="{_e(f["outcome"])}">{_e(f["channel"])} ({_e(f["status"] or "no answer")})</span>'
+            for f in entry.get("failed_attempts") or ()
+        )
+        if not failed and entry.get("error_message"):
+            failed = f'<span class="muted">{_e(_cut(entry["error_message"], 110))}</span>'
         upstream = entry.get("upstream_model")
         model = _e(entry.get("model"))
         if upstream and upstream != entry.get("model"):
@@ -405,7 +416,7 @@ def _recent_table(entries: Sequence[Mapping[str, Any]], limit: int = 20) -> str:
             f"<td>{_status_badge(entry)}</td>"
             f"<td>{_e(entry.get('channel'))}</td>"
             f"<td class=num>{_e(entry.get('attempts'))}</td>"
-            f"<td>{_e(failed) or _DASH}</td>"
+            f"<td>{failed or _DASH}</td>"
             f"<td class=num>{_ms(entry.get('ttfb_ms'))}</td>"
             f"<td class=num>{_ms(entry.get('duration_ms'))}</td>"
             f"<td class=num>{tokens}</td>"
@@ -413,7 +424,7 @@ def _recent_table(entries: Sequence[Mapping[str, Any]], limit: int = 20) -> str:
         )
     head = (
         "<tr><th>time (UTC)</th><th>request id</th><th>model</th><th>status</th><th>served by</th>"
-        "<th>attempts</th><th>failed attempts</th><th>TTFB</th><th>total</th><th>tokens in / out</th></tr>"
+        "<th>attempts</th><th>failed attempts / error</th><th>TTFB</th><th>total</th><th>tokens in / out</th></tr>"
     )
     return f"<table>{head}{''.join(rows)}</table>"
 

@@ -70,6 +70,7 @@ LOG_FIELDS = (
     "failed_attempts",
     "response_status",
     "error_code",
+    "error_message",
     "ttfb_ms",
     "duration_ms",
     "input_tokens",
@@ -154,29 +155,36 @@ class RequestRecord:
         if peek is not None and len(peek) < _MAX_ERROR_PEEK:
             peek += body[: _MAX_ERROR_PEEK - len(peek)]
 
-    def _error_code(self) -> str | None:
+    def _error(self) -> tuple[str | None, str | None]:
+        """``(code, message)`` of the OpenAI-style error body this request answered with."""
         if not self.error_peek:
-            return None
+            return None, None
         try:
             data = orjson.loads(self.error_peek)
         except orjson.JSONDecodeError:
-            return None
+            return None, None
         error = data.get("error") if isinstance(data, dict) else None
-        if isinstance(error, dict):
-            code = error.get("code") or error.get("type")
-            return code if isinstance(code, str) else None
-        return None
+        if not isinstance(error, dict):
+            return None, None
+        code = error.get("code") or error.get("type")
+        message = error.get("message")
+        return (
+            code if isinstance(code, str) else None,
+            message[:_MAX_OUTCOME] if isinstance(message, str) else None,
+        )
 
     def fields(self) -> dict[str, Any]:
         """The log fields (:data:`LOG_FIELDS`) of this record."""
         end = self.finished if self.finished is not None else time.perf_counter()
         out: dict[str, Any] = dict.fromkeys(LOG_FIELDS)
+        error_code, error_message = self._error()
         out.update(
             request_id=self.request_id,
             method=self.method,
             path=self.path,
             status=self.status,
-            error_code=self._error_code() or self.exception,
+            error_code=error_code or self.exception,
+            error_message=error_message,
             ttfb_ms=round((self.first_byte - self.started) * 1000, 1) if self.first_byte is not None else None,
             duration_ms=round((end - self.started) * 1000, 1),
         )

@@ -117,6 +117,7 @@ async def test_unrouted_request_fields(make_app: AppFactory, client_for, caplog)
         response = await client.post("/responses", json={"model": "claude-x", "input": "hi"})
     assert response.status_code == 404
     [fields] = _fields(caplog)
+    assert "'claude-x'" in fields["error_message"]
     assert (fields["status"], fields["error_code"], fields["channel"], fields["attempts"]) == (
         404,
         "model_not_found",
