@@ -88,22 +88,32 @@ class Metrics:
         self.channels = list(channels)
         for name in self.channels:
             self.breaker.labels(name).state("unknown")
+        # ``labels()`` takes a lock and builds a tuple on every call; the label sets are few and fixed
+        # (channels are configuration), so each child is looked up once and kept.
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, family: Any, *labels: str) -> Any:
+        key = (family._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
 
     def observe(self, fields: Mapping[str, Any], failovers: Iterable[str]) -> None:
         """Account for one finished request (``fields`` from the request record)."""
         channel = fields.get("channel") or "none"
-        self.requests.labels(channel, str(fields.get("status") or 0)).inc()
+        self._child(self.requests, channel, str(fields.get("status") or 0)).inc()
         for failed in fields.get("failed_attempts") or ():
-            self.failures.labels(failed["channel"]).inc()
+            self._child(self.failures, failed["channel"]).inc()
         for name in failovers:
-            self.failovers.labels(name).inc()
-        self.duration.labels(channel).observe(fields["duration_ms"] / 1000)
+            self._child(self.failovers, name).inc()
+        self._child(self.duration, channel).observe(fields["duration_ms"] / 1000)
         if fields.get("ttfb_ms") is not None:
-            self.ttfb.labels(channel).observe(fields["ttfb_ms"] / 1000)
+            self._child(self.ttfb, channel).observe(fields["ttfb_ms"] / 1000)
         for key, kind in _TOKEN_KINDS:
             value = fields.get(key)
             if value:
-                self.tokens.labels(channel, kind).inc(value)
+                self._child(self.tokens, channel, kind).inc(value)
 
     def set_states(self, states: Mapping[str, Any] | None) -> None:
         """Update the breaker gauge from a state provider's per-channel dicts (``None``: unknown)."""
