@@ -412,6 +412,8 @@ class JSONFormatter(logging.Formatter):
 def configure_logging(log_format: str = "text", level: str | int = "INFO") -> None:
     """Configure the root logger for the standalone server: ``text`` lines or ``json`` objects on stderr.
 
+    ``httpx``'s per-request INFO lines are silenced unless ``level`` is DEBUG.
+
     Hosts that embed the sub-app configure logging themselves (use :class:`JSONFormatter` for JSON).
     """
     handler = logging.StreamHandler()
@@ -420,3 +422,8 @@ def configure_logging(log_format: str = "text", level: str | int = "INFO") -> No
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # httpx logs every upstream request URL at INFO: the request log already has the upstream path,
+    # and a full URL may carry credentials in its user info. Keep it for DEBUG sessions only.
+    logging.getLogger("httpx").setLevel(
+        logging.DEBUG if logging.getLogger().level <= logging.DEBUG else logging.WARNING
+    )

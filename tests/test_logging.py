@@ -178,3 +178,29 @@ def test_redact_body_table() -> None:
         "n_tokens": 5,
         "deep": {"k": "ok"},
     }
+
+
+@pytest.fixture
+def _restore_logging() -> Any:
+    root, httpx_logger = logging.getLogger(), logging.getLogger("httpx")
+    saved = (root.handlers[:], root.level, httpx_logger.level)
+    yield
+    root.handlers[:], root.level = saved[0], saved[1]
+    httpx_logger.setLevel(saved[2])
+
+
+@pytest.mark.usefixtures("_restore_logging")
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_configure_logging(capsys: pytest.CaptureFixture[str], log_format: str) -> None:
+    from ccx_asgi.observability import configure_logging
+
+    configure_logging(log_format, "INFO")
+    logging.getLogger("ccx_asgi.requests").info("hello", extra={"ccx": {"request_id": "r1", "status": 200}})
+    logging.getLogger("httpx").info("HTTP Request: POST https://user:pw@upstream.test/v1/responses")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1  # httpx's INFO line is silenced
+    if log_format == "json":
+        line = json.loads(err[0])
+        assert (line["message"], line["request_id"], line["status"], line["level"]) == ("hello", "r1", 200, "INFO")
+    else:
+        assert err[0].endswith("INFO ccx_asgi.requests: hello")
