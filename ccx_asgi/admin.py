@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import orjson
 from pydantic import SecretStr
 
 from ccx_asgi.asgi import header, send_json
@@ -202,10 +203,14 @@ class AdminAPI:
             result = self.state_provider()
             if inspect.isawaitable(result):
                 result = await result
+            if not isinstance(result, Mapping):
+                raise TypeError(f"expected a mapping, got {type(result).__name__}")
+            # One round trip through JSON: whatever the store returns, the page and the JSON can show it.
+            states: Mapping[str, Mapping[str, Any]] = orjson.loads(orjson.dumps(result, default=str))
         except Exception as exc:  # the status page must show even when the state store is down
-            logger.warning("admin: the channel state provider failed: %s", type(exc).__name__)
+            logger.warning("admin: the channel state provider failed: %s", exc)
             return None, f"state provider failed ({type(exc).__name__})"
-        return result, None
+        return {k: v for k, v in states.items() if isinstance(v, Mapping)}, None
 
     async def snapshot(self) -> dict[str, Any]:
         """The document served at ``/admin/channels`` (and rendered by the status page)."""

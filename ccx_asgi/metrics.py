@@ -90,10 +90,10 @@ class Metrics:
             self.breaker.labels(name).state("unknown")
         # ``labels()`` takes a lock and builds a tuple on every call; the label sets are few and fixed
         # (channels are configuration), so each child is looked up once and kept.
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
 
     def _child(self, family: Any, *labels: str) -> Any:
-        key = (family._name, *labels)
+        key = (family, *labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = family.labels(*labels)

@@ -303,15 +303,17 @@ class Observer:
     def finish(self, record: RequestRecord) -> None:
         """Log ``record`` and account for it."""
         record.finished = time.perf_counter()
-        fields = record.fields()
         routed = record.context is not None or record.route == "/responses"
+        level = logging.INFO if routed or (record.status or 0) >= 400 else logging.DEBUG
+        logged = request_logger.isEnabledFor(level)
+        if not routed and not logged:
+            return  # a model list or an admin page nobody logs: nothing to account for
+        fields = record.fields()
         if routed:
             self.recent.add(fields, record.wall)
             if self.metrics is not None:
                 self.metrics.observe(fields, failovers(fields))
-        status = fields["status"] or 0
-        level = logging.INFO if routed or status >= 400 else logging.DEBUG
-        if request_logger.isEnabledFor(level):
+        if logged:
             request_logger.log(level, "%s", _summary(fields), extra={"ccx": fields})
         ctx = record.context
         if ctx is not None and body_logger.isEnabledFor(logging.DEBUG):

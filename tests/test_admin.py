@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -234,3 +235,22 @@ async def test_status_page_escapes_and_headers(make_app: AppFactory, client_for)
     redirect = await client.get("/admin")
     assert redirect.status_code == 308
     assert redirect.headers["location"] == "/admin/"
+
+
+@pytest.mark.parametrize(
+    ("provided", "breaker", "error"),
+    [
+        ({"main": {"breaker": {"state": "open", "opened_at": datetime(2026, 1, 2, tzinfo=UTC)}}}, "open", None),
+        ({"main": "not a dict"}, None, None),
+        (["not", "a", "mapping"], None, "state provider failed (TypeError)"),
+    ],
+)
+async def test_state_provider_output_is_made_safe(
+    make_app: AppFactory, client_for, provided: Any, breaker: str | None, error: str | None
+) -> None:
+    app = make_app(admin_access_key=ADMIN_KEY)
+    app.admin.state_provider = lambda: provided
+    doc = (await client_for(app, key=ADMIN_KEY).get("/admin/channels")).json()
+    [main] = doc["channels"]
+    assert (main["breaker"] or {}).get("state") == breaker
+    assert doc["gateway"]["state_error"] == error
