@@ -43,6 +43,7 @@ __all__ = [
     "AdminAPI",
     "AdminGuard",
     "ChannelStateProvider",
+    "channel_config",
     "mask_secret",
     "render_status_page",
     "sanitize_url",

@@ -24,7 +24,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Enum, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["BREAKER_STATES", "CONTENT_TYPE", "Metrics"]
+__all__ = ["BREAKER_STATES", "CONTENT_TYPE", "Metrics", "breaker_state"]
 
 #: Content type of the text exposition format.
 CONTENT_TYPE = CONTENT_TYPE_LATEST

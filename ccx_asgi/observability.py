@@ -382,7 +382,12 @@ def redact_body(value: Any, secrets: Iterable[str] = (), *, _depth: int = 0) -> 
     return value
 
 
-_STD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# Standard LogRecord attributes, plus uvicorn's ANSI-coloured duplicate of its message.
+_STD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class JSONFormatter(logging.Formatter):

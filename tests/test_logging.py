@@ -204,3 +204,30 @@ def test_configure_logging(capsys: pytest.CaptureFixture[str], log_format: str) 
         assert (line["message"], line["request_id"], line["status"], line["level"]) == ("hello", "r1", 200, "INFO")
     else:
         assert err[0].endswith("INFO ccx_asgi.requests: hello")
+
+
+def test_json_formatter_drops_ansi_duplicates_and_keeps_extras() -> None:
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "Started %d", (7,), None)
+    record.color_message = "Started \x1b[36m%d\x1b[0m"
+    record.custom = "kept"
+    line = json.loads(JSONFormatter().format(record))
+    assert line["message"] == "Started 7"
+    assert line["custom"] == "kept"
+    assert "color_message" not in line
+
+
+@pytest.mark.parametrize(
+    "module", ["ccx_asgi.observability", "ccx_asgi.admin", "ccx_asgi.metrics", "ccx_asgi.catalog", "ccx_asgi.hints"]
+)
+def test_public_names_exist_and_are_documented(module: str) -> None:
+    import importlib
+    import inspect
+
+    mod = importlib.import_module(module)
+    assert mod.__doc__
+    public = {n for n, v in vars(mod).items() if not n.startswith("_") and getattr(v, "__module__", None) == module}
+    assert public <= set(mod.__all__), public - set(mod.__all__)
+    for name in mod.__all__:
+        value = getattr(mod, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert inspect.getdoc(value), name
