@@ -141,6 +141,45 @@ class CCXSettings(BaseSettings):
     port: int = Field(default=3000, ge=0, le=65535, description="Standalone server port.")
     max_body_mb: float = Field(default=50, gt=0, description="Request body limit in MB (413 above).")
     redis_url: SecretStr | None = Field(default=None, description="Optional Redis URL for shared state.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Standalone server log format: text lines or one JSON object per line."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Standalone server log level (DEBUG adds redacted request bodies)."
+    )
+    metrics_path: str = Field(
+        default="/metrics", description="Prometheus endpoint path relative to the mount; empty disables it."
+    )
+    recent_requests: int = Field(
+        default=50, ge=0, le=10_000, description="Recent requests kept per channel for the admin API (0: none)."
+    )
+    models_from_upstream: bool = Field(
+        default=True, description="GET /models also lists each upstream's own model list."
+    )
+    models_cache_ttl: float = Field(default=60.0, ge=0, description="Seconds an upstream model list is cached.")
+    models_fetch_timeout: float = Field(
+        default=3.0, gt=0, description="Seconds to wait for an upstream model list before skipping it."
+    )
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("metrics_path")
+    @classmethod
+    def _check_metrics_path(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return ""
+        if not value.startswith("/") or value.rstrip("/") in ("", "/responses", "/models", "/admin"):
+            raise ValueError("must be a path such as /metrics (relative to the mount), or empty to disable")
+        return value.rstrip("/")
 
     @field_validator("extra_proxy_access_keys", mode="before")
     @classmethod

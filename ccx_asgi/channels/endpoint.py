@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 
 from ccx_asgi.channels.base import ChannelAdapter, StreamTranslator
-from ccx_asgi.channels.responses import ResponsesAdapter
+from ccx_asgi.channels.responses import TERMINAL_EVENTS, ResponsesAdapter
 from ccx_asgi.context import Attempt, RequestContext, get_context
 from ccx_asgi.errors import UpstreamError, UpstreamStreamError
+from ccx_asgi.observability import note_response, note_upstream_url
 from ccx_asgi.sse import SSEParser, encode_event
 from ccx_asgi.types import Event, Receive, Scope, Send
 from ccx_asgi.upstream import Upstream, forwardable_headers
@@ -96,10 +97,13 @@ class ChannelEndpoint:
         ]
         body = orjson.dumps(request.body)
         url = attempt.channel.url(request.endpoint)
+        note_upstream_url(ctx, url)  # ops: request log
         async with self.upstream.open(attempt, url, headers, body, stream=ctx.stream) as response:
             if not ctx.stream:
                 data = await self.upstream.read_json(attempt, response, _MAX_JSON_RESPONSE)
-                payload = orjson.dumps(adapter.convert_response(ctx, attempt, data))
+                converted = adapter.convert_response(ctx, attempt, data)
+                note_response(ctx, converted)  # ops: usage for the request log and metrics
+                payload = orjson.dumps(converted)
                 await send(
                     {
                         "type": "http.response.start",
@@ -123,6 +127,8 @@ class ChannelEndpoint:
             frames: list[bytes] = []
             for event in events:
                 kind = event.get("type")
+                if kind in TERMINAL_EVENTS:
+                    note_response(ctx, event.get("response"))  # ops: usage for the request log and metrics
                 if not committed:
                     if kind == "response.failed" or kind == "error":
                         raise _failure(event)
