@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 import httpx
 
 from ccx_asgi.asgi import request_id, route_path, send_json
+from ccx_asgi.breaker import BreakerConfig
 from ccx_asgi.channels.demo import DemoTransport
 from ccx_asgi.channels.endpoint import ChannelEndpoint
 from ccx_asgi.errors import CCXError, InvalidRequestError, NotFoundError, send_error
@@ -28,6 +29,7 @@ from ccx_asgi.middleware.model_mapper import ModelMapperMiddleware
 from ccx_asgi.middleware.role_normalizer import RoleNormalizerMiddleware
 from ccx_asgi.routing import ordered_channels, public_models
 from ccx_asgi.settings import CCXSettings, load_settings
+from ccx_asgi.state import StateStore, create_store
 from ccx_asgi.types import ASGIApp, Message, Receive, Scope, Send
 from ccx_asgi.upstream import Upstream
 
@@ -71,7 +73,26 @@ class CCXApp:
         }
         responses: ASGIApp = ChannelEndpoint(self.upstream)
         responses = RoleNormalizerMiddleware(responses)
-        responses = FailoverMiddleware(responses)
+        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        self.state: StateStore = create_store(redis_url, prefix=settings.redis_prefix)
+        responses = FailoverMiddleware(
+            responses,
+            state=self.state,
+            breaker=BreakerConfig(
+                failure_threshold=settings.breaker_failure_threshold,
+                failure_ratio=settings.breaker_failure_ratio,
+                window=settings.breaker_window,
+                min_requests=settings.breaker_min_requests,
+                backoff=settings.breaker_backoff,
+                max_backoff=max(settings.breaker_max_backoff, settings.breaker_backoff),
+                probe_timeout=settings.breaker_probe_timeout,
+            ),
+            affinity_ttl=settings.affinity_ttl,
+            affinity_prefer_priority=settings.affinity_prefer_priority,
+            keepalive_interval=settings.keepalive_interval,
+            key_park_seconds=settings.key_park_seconds,
+            max_retry_after=settings.max_retry_after,
+        )
         responses = ModelMapperMiddleware(responses, channels=self.channels, max_body_bytes=settings.max_body_bytes)
         models: ASGIApp = self._serve_models
         client_keys = settings.client_keys()
@@ -90,8 +111,9 @@ class CCXApp:
         }
 
     async def aclose(self) -> None:
-        """Close the upstream HTTP client (safe to call more than once)."""
+        """Close the upstream HTTP client and the state store (safe to call more than once)."""
         await self.upstream.aclose()
+        await self.state.aclose()
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[CCXApp]:
