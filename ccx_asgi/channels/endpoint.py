@@ -100,10 +100,12 @@ def _failure(event: Event) -> UpstreamStreamError:
     error = error if isinstance(error, dict) else {}
     code = error.get("code") if isinstance(error.get("code"), str) else None
     message = error.get("message") if isinstance(error.get("message"), str) else "upstream stream failed"
+    final = code in _FINAL_CODES
     return UpstreamStreamError(
         f"upstream stream failed before any content: {message}",
         code=code or "upstream_stream_error",
-        retryable=code not in _FINAL_CODES,
+        retryable=not final,
+        status=400 if final else None,
     )
 
 
@@ -145,15 +147,15 @@ class ClientStream:
         self._seq += 1
         return encode_event(event)
 
-    async def _start(self) -> None:
+    async def _start(self, *, decided: bool) -> None:
+        # Started by a keep-alive, the channel is not known yet: say nothing rather than guess.
         self.started = True
-        await self._send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [*response_headers(self.ctx, b"text/event-stream; charset=utf-8"), *_SSE_HEADERS],
-            }
-        )
+        content_type = b"text/event-stream; charset=utf-8"
+        if decided:
+            headers = response_headers(self.ctx, content_type)
+        else:
+            headers = [(b"content-type", content_type), (b"x-request-id", self.ctx.request_id.encode("latin-1"))]
+        await self._send({"type": "http.response.start", "status": 200, "headers": [*headers, *_SSE_HEADERS]})
 
     async def _write(self, frames: list[bytes], *, more: bool = True) -> None:
         self._last = time.monotonic()
@@ -170,7 +172,7 @@ class ClientStream:
             if self.finished:
                 return
             if not self.started:
-                await self._start()
+                await self._start(decided=True)
             elif self._response is not None:
                 held = [e for e in held if e.get("type") not in _PRELUDE]
             if self._response is None and (not held or held[0].get("type") != "response.created"):
@@ -206,7 +208,7 @@ class ClientStream:
             if self.finished:
                 return
             if not self.started:
-                await self._start()
+                await self._start(decided=False)
             if self._response is None:
                 frames = [self._stamp(e) for e in self._prelude()]
             else:
@@ -222,7 +224,7 @@ class ClientStream:
             if self.finished:
                 return
             if not self.started:
-                await self._start()
+                await self._start(decided=False)
             frames = [self._stamp(e) for e in self._prelude()] if self._response is None else []
             response = {**(self._response or {}), "status": "failed", "error": {"code": code, "message": message}}
             frames.append(self._stamp({"type": "response.failed", "response": response}))
@@ -317,7 +319,15 @@ class ChannelEndpoint:
             for n, event in enumerate(events):
                 kind = event.get("type")
                 if kind == "response.failed" or kind == "error":
-                    raise _failure(event)
+                    failure = _failure(event)
+                    if failure.retryable or kind == "error":
+                        raise failure
+                    # A final in-stream failure (context length, policy) is the answer: pass it on.
+                    held.append(event)
+                    await stream.commit(held)
+                    held.clear()
+                    await stream.events(events[n + 1 :])
+                    return
                 if _empty_completion(event):
                     raise UpstreamStreamError(f"channel {name!r}: the upstream completed without any output")
                 held.append(event)

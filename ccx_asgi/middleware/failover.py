@@ -167,8 +167,9 @@ class FailoverMiddleware:
             return [chosen, *rest]
         # Keep channel priority (a healthy higher-priority channel wins; an open one is skipped
         # anyway), but use the sticky key first within its channel.
-        first = next(i for i, t in enumerate(rest) if t.candidate.channel.name == chosen.candidate.channel.name)
-        return [*rest[:first], chosen, *rest[first:]] if first < len(rest) else [*rest, chosen]
+        name = chosen.candidate.channel.name
+        first = next((i for i, t in enumerate(rest) if t.candidate.channel.name == name), None)
+        return targets if first is None else [*rest[:first], chosen, *rest[first:]]
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, stream: ClientStream | None
