@@ -47,6 +47,7 @@ TRIGGERS: dict[str, Behaviour] = {
     "connect timeout": raises(httpx.ConnectTimeout("timed out")),
     "read timeout": raises(httpx.ReadTimeout("timed out")),
     "401": status(401, "Incorrect API key provided"),
+    "402 payment required": status(402, "Payment required"),
     "403": status(403, "forbidden"),
     "408": status(408, "request timeout"),
     "429": status(429, "Rate limit reached"),
