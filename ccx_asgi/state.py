@@ -25,6 +25,8 @@ from typing import Any, Protocol, TypeVar
 import orjson
 from cachetools import TLRUCache
 
+from ccx_asgi.errors import ConfigurationError
+
 __all__ = ["Clock", "MemoryStore", "RedisStore", "StateStore", "create_store"]
 
 logger = logging.getLogger("ccx_asgi.state")
@@ -103,9 +105,14 @@ class RedisStore:
         retry_after: float = 5.0,
         clock: Clock = time.time,
     ) -> None:
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+        try:
+            from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+        except ImportError:  # pragma: no cover - depends on the installation
+            raise ConfigurationError(
+                "CCX_REDIS_URL is set but the 'redis' package is not installed: pip install 'ccx-asgi[redis]'"
+            ) from None
 
         # No client-side retries: a failure falls back to local state at once instead of stalling.
         self._redis = Redis.from_url(

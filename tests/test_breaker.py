@@ -196,3 +196,18 @@ async def test_retry_after_parks_the_key_for_that_long(clock: FakeClock) -> None
         clock.advance(20.5)
         await client.post("/responses", json=BODY)
     assert [c.key for c in upstream.calls] == ["key-1", "key-2", "key-2", "key-1"]
+
+
+def test_routing_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ccx_asgi.settings import load_settings
+
+    defaults = load_settings()
+    assert (defaults.breaker_failure_threshold, defaults.breaker_backoff, defaults.breaker_max_backoff) == (5, 30, 600)
+    assert (defaults.affinity_ttl, defaults.keepalive_interval, defaults.key_park_seconds) == (1800, 10, 300)
+    monkeypatch.setenv("CCX_BREAKER_BACKOFF", "7")
+    monkeypatch.setenv("CCX_KEEPALIVE_INTERVAL", "2.5")
+    monkeypatch.setenv("CCX_AFFINITY_PREFER_PRIORITY", "true")
+    settings = load_settings()
+    assert settings.breaker_backoff == 7
+    assert settings.keepalive_interval == 2.5
+    assert settings.affinity_prefer_priority is True

@@ -20,10 +20,12 @@ it (see :mod:`ccx_asgi.affinity`). When everything fails the client gets a 503 (
 already started the stream, a ``response.failed``) listing what happened on each target, without
 secrets.
 
-Example (Starlette/FastAPI, behind :class:`~ccx_asgi.middleware.ModelMapperMiddleware`)::
+It sits between :class:`~ccx_asgi.middleware.ModelMapperMiddleware` (which supplies the candidates)
+and the channel endpoint; :func:`ccx_asgi.create_app` builds this chain from settings::
 
-    app.add_middleware(FailoverMiddleware, keepalive_interval=10)
-    app.add_middleware(ModelMapperMiddleware, channels=channels)
+    app = ChannelEndpoint(Upstream())
+    app = FailoverMiddleware(app, state=create_store(redis_url), keepalive_interval=10)
+    app = ModelMapperMiddleware(app, channels=channels)
 
 A client that disconnects cancels the upstream request at once (its connection is closed, not
 drained).
