@@ -170,6 +170,10 @@ class CircuitBreaker:
         if probe:
             await self.store.delete(_PROBE_NS, target)
 
+    async def release(self, target: str) -> None:
+        """Give up a half-open probe claim without a verdict (the request was cancelled)."""
+        await self.store.delete(_PROBE_NS, target)
+
     async def park(self, target: str, seconds: float) -> None:
         """Keep ``target`` out of rotation for ``seconds`` (``Retry-After``, a rejected key)."""
         if seconds <= 0:

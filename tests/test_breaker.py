@@ -211,3 +211,13 @@ def test_routing_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPa
     assert settings.breaker_backoff == 7
     assert settings.keepalive_interval == 2.5
     assert settings.affinity_prefer_priority is True
+
+
+async def test_released_probe_keeps_the_circuit_half_open(breaker: CircuitBreaker, clock: FakeClock) -> None:
+    for _ in range(5):
+        await breaker.failure(T)
+    clock.advance(30)
+    assert (await breaker.check(T)).probe
+    await breaker.release(T)  # e.g. the client disconnected during the probe
+    assert await breaker.state(T) == "half-open"
+    assert (await breaker.check(T)).probe  # the next request may probe

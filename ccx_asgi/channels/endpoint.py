@@ -242,8 +242,8 @@ class ClientStream:
                     await asyncio.sleep(interval - idle)
                     continue
                 await self.keepalive()
-        except OSError as exc:  # the client went away; the disconnect watcher ends the request
-            logger.debug("request %s: keep-alive not sent: %s", self.ctx.request_id, exc)
+        except Exception as exc:  # the client went away; the disconnect watcher ends the request
+            logger.debug("request %s: keep-alive not sent: %r", self.ctx.request_id, exc)
 
 
 def client_stream(ctx: RequestContext, send: Send) -> ClientStream:

@@ -148,6 +148,8 @@ class FailoverMiddleware:
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
+            if watcher.done() and not watcher.cancelled() and watcher.exception() is not None:
+                logger.debug("request %s: receive() failed: %r", ctx.request_id, watcher.exception())
         if gone:
             logger.info("request %s: client disconnected; upstream request cancelled", ctx.request_id)
             return
@@ -239,7 +241,7 @@ class FailoverMiddleware:
         except BaseException:
             if verdict.probe:
                 # Cancelled (client gone) or crashed: free the probe for the next request.
-                await asyncio.shield(self.breaker.success(target.id, probe=True))
+                await asyncio.shield(self.breaker.release(target.id))
             raise
         if stream is not None and stream.failed_after_content:
             await self.breaker.failure(target.id, probe=verdict.probe)
