@@ -72,7 +72,7 @@ class Upstream:
         if mode == "drop_before":
             raise _Dropped
         if mode == "stall_before":
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.5)
             return
         index = stream.open_item("message")
         for n, word in enumerate(WORDS):
@@ -82,7 +82,7 @@ class Upstream:
             if n == 4 and mode == "drop_after":
                 raise _Dropped
             if n == 4 and mode == "stall_after":
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.5)
                 return
         stream.complete(usage_dict(5, len(WORDS)))
         await self._flush(send, stream, more=False)
@@ -134,13 +134,13 @@ def test_fault_injection_200_streams(breaker: bool) -> None:
     with serve(flaky) as flaky_url, serve(steady) as steady_url:
         settings = load_settings(
             proxy_access_key=PROXY_KEY,
-            keepalive_interval=0.15,
+            keepalive_interval=0.2,
             affinity_ttl=0,
             **breaker_settings,
             channels=[
                 ChannelConfig(
                     name="flaky", service_type="responses", base_url=flaky_url + "/v1", api_keys=["k"],
-                    read_timeout=0.3, connect_timeout=1,
+                    read_timeout=0.6, connect_timeout=1,
                 ),
                 ChannelConfig(
                     name="steady", service_type="responses", base_url=steady_url + "/v1", api_keys=["k"],
