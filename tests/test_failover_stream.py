@@ -14,6 +14,7 @@ from ccx_asgi.sse import encode_event
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.scripted_upstream import (
     Scripted,
+    after,
     answer_events,
     chan,
     events,
@@ -48,6 +49,18 @@ async def test_slow_upstream_gets_json_keepalives_before_content(make_app: AppFa
     assert _text(stream) == "slow but complete "
     # The upstream's own created/in_progress were dropped: one response.created only.
     assert [e["type"] for e in stream].count("response.created") == 1
+
+
+async def test_keepalives_flow_while_the_upstream_has_not_even_answered(make_app: AppFactory, client_for) -> None:
+    upstream = Scripted()
+    upstream.script("a.test", after(0.12, ok("late")))
+    client = client_for(make_app([chan("a")], transport=upstream, keepalive_interval=0.03))
+    response = await client.post("/responses", json=BODY)
+    stream = parse_sse(response.content)
+    validate_events(stream)
+    assert [e["type"] for e in stream[:3]] == ["response.created", "response.in_progress", "response.in_progress"]
+    assert _text(stream) == "late "
+    assert stream[-1]["type"] == "response.completed"
 
 
 async def test_keepalives_also_flow_between_content_events(make_app: AppFactory, client_for) -> None:

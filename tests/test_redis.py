@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -148,3 +149,23 @@ async def test_killing_redis_degrades_to_local_state(
     upstream.calls.clear()
     await client.post("/responses", json=BODY)
     assert upstream.hosts() == ["b.test"]
+
+
+async def test_a_hung_redis_costs_one_bounded_wait_then_local_state(
+    redis_server: RedisServer, make_app: AppFactory, client_for
+) -> None:
+    upstream = Scripted()
+    upstream.script("a.test", ok())
+    app = make_app([chan("a")], transport=upstream, redis_url=redis_server.url, keepalive_interval=0)
+    client = client_for(app)
+    assert (await client.post("/responses", json=BODY)).status_code == 200
+    redis_server.proc.send_signal(signal.SIGSTOP)  # alive but silent: every call would hang
+    try:
+        started = time.monotonic()
+        statuses = [(await client.post("/responses", json={**BODY, "user": "u"})).status_code for _ in range(10)]
+        elapsed = time.monotonic() - started
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    assert statuses == [200] * 10
+    assert elapsed < 2.0  # one 0.5 s timeout, then local state until the retry pause ends
+    assert not app.state.healthy  # type: ignore[attr-defined]

@@ -47,6 +47,22 @@ def sse(events: Iterable[Event], *, fail: Exception | None = None, delay: float 
     return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
 
 
+class _Paused:
+    """A behaviour that waits before the upstream answers at all (no status line yet)."""
+
+    def __init__(self, seconds: float, behaviour: Behaviour) -> None:
+        self.pause = seconds
+        self.behaviour = behaviour
+
+    def __call__(self, request: httpx.Request, body: dict[str, Any]) -> httpx.Response:
+        return self.behaviour(request, body)
+
+
+def after(seconds: float, behaviour: Behaviour) -> Behaviour:
+    """``behaviour``, but only after ``seconds`` without any response (a slow first byte)."""
+    return _Paused(seconds, behaviour)
+
+
 def ok(text: str = "pong") -> Behaviour:
     """Answer a complete stream (or JSON when not streaming)."""
 
@@ -160,6 +176,8 @@ class Scripted(httpx.AsyncBaseTransport):
         if not queue:
             return httpx.Response(404, json={"error": {"message": f"no script for {host}"}})
         behaviour = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(behaviour, _Paused):
+            await asyncio.sleep(behaviour.pause)
         return behaviour(request, body)
 
 
