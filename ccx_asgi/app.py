@@ -27,6 +27,7 @@ import httpx
 
 from ccx_asgi.admin import AdminAPI, AdminGuard, ChannelStateProvider
 from ccx_asgi.asgi import REQUEST_ID_KEY, request_id, route_path, send_json
+from ccx_asgi.breaker import BreakerConfig
 from ccx_asgi.catalog import ModelCatalog
 from ccx_asgi.channels.demo import DemoTransport
 from ccx_asgi.channels.endpoint import ChannelEndpoint
@@ -39,6 +40,7 @@ from ccx_asgi.middleware.role_normalizer import RoleNormalizerMiddleware
 from ccx_asgi.observability import RECORD_KEY, ContextRecorder, Observer, RecentRequests, RequestRecord
 from ccx_asgi.routing import ordered_channels
 from ccx_asgi.settings import CCXSettings, load_settings
+from ccx_asgi.state import StateStore, create_store
 from ccx_asgi.types import ASGIApp, Message, Receive, Scope, Send
 from ccx_asgi.upstream import Upstream
 
@@ -128,8 +130,30 @@ class CCXApp:
         )
         responses: ASGIApp = ChannelEndpoint(self.upstream)
         responses = RoleNormalizerMiddleware(responses)
-        responses = FailoverMiddleware(responses)
-        responses = ContextRecorder(responses)
+        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        self.state: StateStore = create_store(redis_url, prefix=settings.redis_prefix)
+        failover = FailoverMiddleware(
+            responses,
+            state=self.state,
+            breaker=BreakerConfig(
+                failure_threshold=settings.breaker_failure_threshold,
+                failure_ratio=settings.breaker_failure_ratio,
+                window=settings.breaker_window,
+                min_requests=settings.breaker_min_requests,
+                backoff=settings.breaker_backoff,
+                max_backoff=max(settings.breaker_max_backoff, settings.breaker_backoff),
+                probe_timeout=settings.breaker_probe_timeout,
+            ),
+            affinity_ttl=settings.affinity_ttl,
+            affinity_prefer_priority=settings.affinity_prefer_priority,
+            keepalive_interval=settings.keepalive_interval,
+            key_park_seconds=settings.key_park_seconds,
+            max_retry_after=settings.max_retry_after,
+        )
+        if state_provider is None:
+            # Breaker state for the admin API and metrics comes from the failover layer's store.
+            self.admin.state_provider = lambda: failover.channel_states(self.channels)
+        responses = ContextRecorder(failover)
         responses = ModelMapperMiddleware(responses, channels=self.channels, max_body_bytes=settings.max_body_bytes)
         models: ASGIApp = self._serve_models
         client_keys = settings.client_keys()
@@ -153,8 +177,9 @@ class CCXApp:
             self._routes["GET", settings.metrics_path] = self.admin.metrics
 
     async def aclose(self) -> None:
-        """Close the upstream HTTP client (safe to call more than once)."""
+        """Close the upstream HTTP client and the state store (safe to call more than once)."""
         await self.upstream.aclose()
+        await self.state.aclose()
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[CCXApp]:

@@ -181,6 +181,28 @@ class CCXSettings(BaseSettings):
             raise ValueError("must be a path such as /metrics (relative to the mount), or empty to disable")
         return value.rstrip("/")
 
+    redis_prefix: str = Field(default="ccx", min_length=1, description="Prefix of every Redis key ccx_asgi writes.")
+    breaker_failure_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open a circuit.")
+    breaker_failure_ratio: float = Field(
+        default=0.7, gt=0, le=1, description="Failure share over the window that opens a circuit."
+    )
+    breaker_window: int = Field(default=20, ge=1, description="Recent outcomes per (channel, key) the ratio uses.")
+    breaker_min_requests: int = Field(default=10, ge=1, description="Outcomes needed before the ratio counts.")
+    breaker_backoff: float = Field(default=30.0, gt=0, description="Seconds an opened circuit waits before a probe.")
+    breaker_max_backoff: float = Field(default=600.0, gt=0, description="Cap of the doubling backoff (seconds).")
+    breaker_probe_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds before an unfinished half-open probe lets another one through."
+    )
+    key_park_seconds: float = Field(default=300.0, ge=0, description="Seconds a key rejected with 401/402/403 rests.")
+    max_retry_after: float = Field(default=600.0, ge=0, description="Cap on parking a key for its Retry-After.")
+    affinity_ttl: float = Field(default=1800.0, ge=0, description="Seconds a conversation sticks (0 disables).")
+    affinity_prefer_priority: bool = Field(
+        default=False, description="Let a healthy higher-priority channel win over the sticky one."
+    )
+    keepalive_interval: float = Field(
+        default=10.0, ge=0, description="Seconds of silence before a response.in_progress keep-alive (0 disables)."
+    )
+
     @field_validator("extra_proxy_access_keys", mode="before")
     @classmethod
     def _csv_keys(cls, value: Any) -> Any:

@@ -40,7 +40,7 @@ _DROP = frozenset(
 )  # fmt: skip
 _DROP_PREFIXES = ("x-forwarded-", "proxy-", "x-ccx-", "sec-", "x-amz-", "x-envoy-")
 _MAX_ERROR_BODY = 256 * 1024
-_RETRYABLE_STATUS = frozenset({401, 403, 408, 409, 425, 429})
+_RETRYABLE_STATUS = frozenset({401, 402, 403, 408, 409, 425, 429})
 _RETRYABLE_BODY = re.compile(
     r"overloaded|rate.?limit|quota|insufficient.?(?:balance|funds|credit)|capacity|try again later|"
     r"too many requests|billing|credit balance",

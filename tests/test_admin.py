@@ -141,10 +141,11 @@ async def test_channels_json_effective_config_masked(make_app: AppFactory, clien
     assert main["model_map"] == {"gpt": "up-model"}
     assert main["models"] == ["gpt*", "!gpt-3*"]
     assert main["read_timeout"] == 300.0  # defaults are filled in: this is the *effective* config
-    assert main["breaker"] is None
-    assert main["affinity"] is None
-    assert main["state"] is None
-    assert doc["gateway"]["state_provider"] is False
+    # Keys appear by position only, never by value or hash.
+    assert main["breaker"] == {"state": "closed", "keys": {"#1": "closed", "#2": "closed"}}
+    assert main["affinity"] == {"ttl_seconds": 1800.0}
+    assert main["state"] == {"breaker": main["breaker"], "affinity": main["affinity"]}
+    assert doc["gateway"]["state_provider"] is True
     assert doc["gateway"]["metrics_path"] == "/metrics"
 
 
@@ -176,13 +177,16 @@ async def test_recent_requests_per_channel(make_app: AppFactory, client_for) -> 
     doc = (await client_for(app, key=ADMIN_KEY).get("/admin/channels")).json()
     by_name = {c["name"]: c for c in doc["channels"]}
     assert [e["request_id"] for e in by_name["main"]["recent"]] == ["r2", "r1"]  # bounded, newest first
-    assert [e["request_id"] for e in by_name["stale"]["recent"]] == ["r2", "r1"]  # failed attempts are listed too
+    # Failed attempts are listed too; the 401 parked stale's key, so r1 and r2 skipped it.
+    assert [e["request_id"] for e in by_name["stale"]["recent"]] == ["r0"]
+    assert by_name["stale"]["breaker"]["state"] == "open"
+    assert by_name["main"]["breaker"]["state"] == "closed"
     entry = by_name["main"]["recent"][0]
     assert entry["status"] == 200
-    assert entry["attempts"] == 2
+    assert entry["attempts"] == 1
     assert entry["input_tokens"] == 100
     assert by_name["main"]["stats"] == {"requests": 3, "ok": 3, "failed_attempts": 0}
-    assert by_name["stale"]["stats"] == {"requests": 0, "ok": 0, "failed_attempts": 3}
+    assert by_name["stale"]["stats"] == {"requests": 0, "ok": 0, "failed_attempts": 1}
     assert [e["status"] for e in doc["unrouted_recent"]] == [400]
 
 
