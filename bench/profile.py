@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--channel", choices=CHANNELS, default="responses")
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--kind", choices=("tiny", "codex"), default="tiny")
+    parser.add_argument("--paced", action="store_true", help="use the fake's paced streams (one chunk per read)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--top", type=int, default=30)
@@ -88,9 +89,9 @@ def main() -> None:
         {
             "name": args.channel,
             "service_type": args.channel,
-            "base_url": f"http://127.0.0.1:{fake_port}/v1",
+            "base_url": f"http://127.0.0.1:{fake_port}{'/paced' if args.paced else ''}/v1",
             "api_keys": ["sk-bench-upstream"],
-            "models": [f"bench-{args.channel}"],
+            "models": [f"bench-{args.channel}", f"bench-{args.channel}-paced"],
             "model_map": {f"bench-{args.channel}": "bench-model"},
         }
     ]
@@ -98,7 +99,7 @@ def main() -> None:
     ccx = start("ccx", python_module("ccx_asgi"), port=ccx_port, env=env, ready_path="/v1/models")
     try:
         arm = Arm("ccx", ccx_port, ccx, {"authorization": f"Bearer {CCX_KEY}"})
-        raw = request_bytes(arm, args.channel, stream=args.stream, kind=args.kind)
+        raw = request_bytes(arm, args.channel, stream=args.stream or args.paced, kind=args.kind, paced=args.paced)
         asyncio.run(drive(arm, raw, args.concurrency, 1.0))  # warm up
         spy = subprocess.Popen(
             [str(bin_dir / "py-spy"), "record", "--pid", str(ccx.pid), "--duration", str(int(args.seconds)),
