@@ -17,7 +17,7 @@ def parse(argv: list[str] | None = None) -> Options:
     parser.add_argument("--duration", type=float, help="seconds per throughput point (default 1.0, quick 0.3)")
     parser.add_argument("--concurrency", help="comma-separated throughput concurrencies (default 1,16,64,256)")
     parser.add_argument("--streams", type=int, default=256, help="concurrent paced streams (default 256)")
-    parser.add_argument("--stream-ramp", type=float, default=0.5, help="seconds over which the streams start")
+    parser.add_argument("--stream-ramp", type=float, default=2.0, help="seconds over which the streams start")
     parser.add_argument("--channels", help=f"comma-separated channel types (default {','.join(CHANNELS)})")
     parser.add_argument(
         "--peer-max-concurrency", type=int, default=64, help="highest throughput concurrency for LiteLLM (default 64)"

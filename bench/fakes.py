@@ -31,8 +31,8 @@ from ccx_asgi.sse import encode_event
 
 MODEL = "bench-model"
 FAST_CHUNKS = 20
-PACED_CHUNKS = 40
-PACED_INTERVAL = 0.025
+PACED_CHUNKS = 60
+PACED_INTERVAL = 0.05
 CREATED = 1_700_000_000
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]

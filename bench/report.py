@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from bench.fakes import PACED_CHUNKS, PACED_INTERVAL
+
 ARMS = ("relay", "ccx", "litellm")
 
 
@@ -76,15 +78,17 @@ def streams_table(rows: list[dict[str, Any]]) -> str:
     """Concurrent paced streams: errors, TTFE (and added over direct), RSS."""
     direct = {r["channel"]: r for r in rows if r["arm"] == "direct"}
     out = [
-        "| channel | arm | streams | errors | TTFE p50 | TTFE added p50 | TTFE p99 | RSS idle → peak (MB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| channel | arm | streams | errors | TTFE p50 | TTFE added p50 | TTFE p99 | server CPU ms/stream "
+        "| RSS idle → peak (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         base = direct.get(r["channel"], {}).get("ttfe_p50")
         extra = None if r["ttfe_p50"] is None or base is None or r["arm"] == "direct" else r["ttfe_p50"] - base
         out.append(
             f"| {r['channel']} | {r['arm']} | {r['n']} | {r['errors']} | {_ms(r['ttfe_p50'])} | {_ms(extra)} | "
-            f"{_ms(r['ttfe_p99'])} | {r['rss_base_mb']:.0f} → {r['rss_peak_mb']:.0f} |"
+            f"{_ms(r['ttfe_p99'])} | {r.get('cpu_ms_per_stream', 0):.1f} | "
+            f"{r['rss_base_mb']:.0f} → {r['rss_peak_mb']:.0f} |"
         )
     return "\n".join(out)
 
@@ -156,6 +160,9 @@ def render(results: dict[str, Any]) -> str:
         "\n## Added latency over calling the fake upstream directly (ms; sequential, arms interleaved)\n",
         latency_table(results["latency"]),
         "\n## Concurrent paced streams (time to first event, memory)\n",
+        f"Each stream: the first burst at once, then one chunk every {PACED_INTERVAL * 1000:.0f} ms "
+        f"({PACED_CHUNKS} chunks); the streams start evenly over {meta.get('stream_ramp', '?')} s, "
+        "so all are open together at the end of the ramp.\n",
         streams_table(results["streams"]),
         "\n## Throughput (closed loop, tiny body)\n",
         throughput_table(results["throughput"]),

@@ -50,7 +50,7 @@ class Options:
     concurrency: tuple[int, ...] = (1, 16, 64, 256)
     peer_max_concurrency: int = 64
     streams: int = 256
-    stream_ramp: float = 0.5
+    stream_ramp: float = 2.0
     translator_deltas: int = 20000
     channels: tuple[str, ...] = CHANNELS
     litellm: bool = True
@@ -255,7 +255,9 @@ async def concurrent_streams(arm: Arm, raw: bytes, count: int, ramp: float, pid:
             await conn.close()
 
     sampling = asyncio.create_task(sampler())
+    cpu0 = cpu_seconds(pid)
     results = await asyncio.gather(*(one(i) for i in range(count)))
+    cpu = cpu_seconds(pid) - cpu0
     stop.set()
     await sampling
     ok = [r for r in results if isinstance(r, Result) and r.status == 200]
@@ -265,6 +267,7 @@ async def concurrent_streams(arm: Arm, raw: bytes, count: int, ramp: float, pid:
         "ttfe_p50": statistics.median(firsts) if firsts else None,
         "ttfe_p99": pct(firsts, 0.99) if firsts else None,
         "total_p50": statistics.median([r.total for r in ok]) if ok else None,
+        "cpu_ms_per_stream": cpu * 1000 / count,
         "rss_base_mb": base / 2**20,
         "rss_peak_mb": peak / 2**20,
     }
@@ -462,6 +465,7 @@ class Bench:
             "python": platform.python_version(),
             "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
             "options": {k: str(v) for k, v in self.o.__dict__.items()},
+            "stream_ramp": self.o.stream_ramp,
         }
         self.run_translator()
         arms = self.start_servers()
