@@ -22,6 +22,7 @@ class Result:
     first: float
     total: float
     size: int
+    error_body: bytes = b""
 
 
 def build_request(path: str, body: bytes, headers: dict[str, str], *, port: int) -> bytes:
@@ -72,6 +73,7 @@ class Connection:
                 close = True
         first = 0.0
         size = 0
+        kept: list[bytes] = []  # the body is only kept for error answers
         if chunked:
             while True:
                 size_line = await reader.readline()
@@ -79,20 +81,22 @@ class Connection:
                 if n == 0:
                     await reader.readuntil(b"\r\n")
                     break
-                await reader.readexactly(n + 2)
+                piece = await reader.readexactly(n + 2)
                 if not first:
                     first = time.perf_counter() - start
                 size += n
+                if status != 200:
+                    kept.append(piece[:-2])
         elif length >= 0:
-            await reader.readexactly(length)
+            kept.append(await reader.readexactly(length))
             size = length
             first = time.perf_counter() - start
         else:
-            data = await reader.read()
-            size = len(data)
+            kept.append(await reader.read())
+            size = len(kept[0])
             first = time.perf_counter() - start
             close = True
         total = time.perf_counter() - start
         if close:
             await self.close()
-        return Result(status, first or total, total, size)
+        return Result(status, first or total, total, size, b"".join(kept) if status != 200 else b"")

@@ -132,7 +132,13 @@ async def warm(arm: Arm, raw: bytes) -> str | None:
         return f"{type(exc).__name__}: {exc}"
     finally:
         await conn.close()
-    return None if result.status == 200 else f"HTTP {result.status}"
+    if result.status == 200:
+        return None
+    try:
+        message = str(orjson.loads(result.error_body)["error"]["message"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        message = result.error_body.decode("utf-8", "replace")
+    return f"HTTP {result.status}: {message[:300]}"
 
 
 async def latency(arms: list[Arm], raws: dict[str, bytes], rounds: int, warmup: int) -> dict[str, dict[str, Any]]:
@@ -302,7 +308,9 @@ class Bench:
         self.workdir = Path(tempfile.mkdtemp(prefix="ccx-bench-"))
 
     def note(self, text: str) -> None:
-        """Record and print a note."""
+        """Record and print a note (once: the same skip is met by several parts of the run)."""
+        if text in self.notes:
+            return
         self.notes.append(text)
         print(f"  note: {text}", flush=True)
 
@@ -380,10 +388,7 @@ class Bench:
             if problem is None:
                 usable.append(arm)
             else:
-                tail = ""
-                if arm.server is not None and arm.name == "ccx":
-                    tail = " — " + (arm.server.tail(3).splitlines() or [""])[-1][-200:]
-                self.note(f"{channel} {'stream' if stream else 'json'} {kind}: {arm.name} skipped ({problem}){tail}")
+                self.note(f"{channel} {'stream' if stream else 'json'} {kind}: {arm.name} skipped ({problem})")
         return usable
 
     async def run_latency(self, arms: list[Arm]) -> None:
