@@ -1,9 +1,9 @@
 """The peer arm: LiteLLM's proxy, in its own virtualenv, driven on its ``/v1/responses`` endpoint.
 
-The venv lives at ``.cache/litellm-venv`` under the main checkout (override with
-``CCX_BENCH_LITELLM_VENV``) and is created on first use with a pinned ``litellm[proxy]`` plus the
-profilers (py-spy, pyinstrument). It is never the project's own venv. If it cannot be created the
-arm is skipped with a note.
+The venv lives at ``.cache/litellm-venv`` in the checkout (override with
+``CCX_BENCH_LITELLM_VENV``, e.g. to share one venv between worktrees) and is created on first use
+with a pinned ``litellm[proxy]`` plus the profilers (py-spy, pyinstrument). It is never the
+project's own venv. If it cannot be created the arm is skipped with a note.
 
 Models (all at the same fake upstream as the other arms):
 
@@ -32,9 +32,7 @@ def venv_dir() -> Path:
     override = os.environ.get("CCX_BENCH_LITELLM_VENV")
     if override:
         return Path(override)
-    # The worktrees share the main checkout's .cache; fall back to this checkout's.
-    main = Path("/work/main/.cache")
-    return (main if main.is_dir() else Path.cwd() / ".cache") / "litellm-venv"
+    return Path(__file__).resolve().parent.parent / ".cache" / "litellm-venv"
 
 
 def ensure_venv(*, install: bool = True) -> tuple[Path | None, str]:
