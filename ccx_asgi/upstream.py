@@ -8,6 +8,7 @@ transport mounted on a reserved host, so it goes through exactly the same code a
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -48,15 +49,39 @@ _RETRYABLE_BODY = re.compile(
 )
 
 
+# RFC 9110 token characters for names; values may not carry CR, LF or NUL (header splitting).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+
+
 def forwardable_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """The client headers that may be forwarded upstream (see ``_DROP`` for what never is)."""
+    """The client headers that may be forwarded upstream (see ``_DROP`` for what never is).
+
+    Headers with a malformed name or a value that could split the upstream request are dropped too.
+    """
     out = []
     for raw_name, raw_value in headers:
         name = raw_name.decode("latin-1").lower()
-        if name in _DROP or name.startswith(_DROP_PREFIXES):
+        if name in _DROP or name.startswith(_DROP_PREFIXES) or not _HEADER_NAME.fullmatch(name):
             continue
-        out.append((name, raw_value.decode("latin-1")))
+        value = raw_value.decode("latin-1")
+        if _BAD_VALUE.search(value):
+            continue
+        out.append((name, value))
     return out
+
+
+def _last_wins(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One value per header name, the last one given.
+
+    Callers list client headers first and the gateway's own (channel key, channel ``headers``,
+    content type) after them, so a client can never shadow a header the gateway sets: upstreams
+    differ on whether the first or the last duplicate counts.
+    """
+    final: dict[str, tuple[str, str]] = {}
+    for name, value in headers:
+        final[name.lower()] = (name, value)
+    return list(final.values())
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -151,15 +176,24 @@ class Upstream:
         puts a key into an exception message.
         """
         channel = attempt.channel
+        # httpx's read timeout applies to every socket read, so it is only a backstop here; the
+        # first-byte and idle limits are enforced with asyncio deadlines, which also hold for
+        # in-process transports and cannot be stretched by an upstream that trickles header bytes.
         timeout = httpx.Timeout(
             connect=channel.connect_timeout,
-            read=channel.read_timeout,
+            read=max(channel.first_byte_timeout, channel.idle_timeout),
             write=channel.write_timeout,
             pool=channel.connect_timeout,
         )
-        request = self.client.build_request("POST", url, headers=headers, content=body, timeout=timeout)
+        request = self.client.build_request("POST", url, headers=_last_wins(headers), content=body, timeout=timeout)
         try:
-            response = await self.client.send(request, stream=True)
+            async with asyncio.timeout(channel.first_byte_timeout):
+                response = await self.client.send(request, stream=True)
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"channel {channel.name!r}: no response from the upstream within "
+                f"{channel.first_byte_timeout:g}s (first_byte_timeout)"
+            ) from None
         except httpx.TimeoutException as exc:
             raise UpstreamTimeoutError(f"channel {channel.name!r}: upstream timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
@@ -204,17 +238,28 @@ class Upstream:
     async def iter_bytes(self, attempt: Attempt, response: httpx.Response) -> AsyncIterator[bytes]:
         """The response body as it arrives, with read failures mapped to upstream errors."""
         name = attempt.channel.name
+        idle = attempt.channel.idle_timeout
+        chunks = response.aiter_bytes()
         try:
-            async for chunk in response.aiter_bytes():
+            while True:
+                async with asyncio.timeout(idle):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    return
                 yield chunk
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             raise UpstreamTimeoutError(
-                f"channel {name!r}: upstream went idle for more than {attempt.channel.read_timeout:g}s"
+                f"channel {name!r}: upstream went idle for more than {idle:g}s (idle_timeout)"
             ) from None
         except httpx.HTTPError as exc:
             raise UpstreamConnectError(
                 f"channel {name!r}: upstream connection failed mid-response ({type(exc).__name__})"
             ) from None
+        finally:
+            # httpx hands out an async generator: close it here rather than leave it to the GC.
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
 
     async def read_json(self, attempt: Attempt, response: httpx.Response, limit: int) -> Any:
         """Read a whole (bounded) JSON body."""
