@@ -104,7 +104,9 @@ class ChannelConfig(BaseModel):
     def _check_base_url(cls, value: str) -> str:
         value = value.strip().rstrip("/")
         if value and not value.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https:// (got {value!r})")
+            # Shown without userinfo or query: either may carry a credential.
+            shown = re.sub(r"//[^/@]*@", "//***@", value).partition("?")[0]
+            raise ValueError(f"base_url must start with http:// or https:// (got {shown!r})")
         if value.endswith(("/responses", "/chat/completions", "/messages")):
             raise ValueError("base_url must be the API root (e.g. https://api.example.com/v1), not an endpoint URL")
         return value

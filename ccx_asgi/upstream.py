@@ -98,6 +98,50 @@ def _attempt_secrets(attempt: Attempt) -> list[str]:
     return secrets
 
 
+#: Shortest secret redacted inside answer bodies. Shorter channel header values ("true", a date) are
+#: configuration rather than credentials, and replacing them in raw JSON could break its structure.
+_MIN_STREAM_SECRET = 12
+_REDACTED = b"[redacted]"
+
+
+class _Redactor:
+    """Replaces secrets in a byte stream, including a secret split across two chunks.
+
+    Only a chunk's tail that could be the start of a secret is held back until the next chunk, so
+    SSE events (which end in a blank line) are never delayed.
+    """
+
+    __slots__ = ("held", "secrets")
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.secrets = [s.encode() for s in secrets if len(s) >= _MIN_STREAM_SECRET]
+        self.held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.held + chunk if self.held else chunk
+        for secret in self.secrets:
+            if secret in data:
+                data = data.replace(secret, _REDACTED)
+        keep = max((_partial(data, secret) for secret in self.secrets), default=0)
+        self.held = data[len(data) - keep :] if keep else b""
+        return data[: len(data) - keep] if keep else data
+
+    def flush(self) -> bytes:
+        held, self.held = self.held, b""
+        return held
+
+
+def _partial(data: bytes, secret: bytes) -> int:
+    """Length of the longest tail of ``data`` that is a proper prefix of ``secret``."""
+    tail = data[-(len(secret) - 1) :]
+    index = tail.find(secret[:1])
+    while index >= 0:
+        if secret.startswith(tail[index:]):
+            return len(tail) - index
+        index = tail.find(secret[:1], index + 1)
+    return 0
+
+
 def _error_message(raw: bytes) -> tuple[str, str | None]:
     """Pull a human message and an error code out of an upstream error body of any common shape."""
     try:
@@ -236,16 +280,27 @@ class Upstream:
         )
 
     async def iter_bytes(self, attempt: Attempt, response: httpx.Response) -> AsyncIterator[bytes]:
-        """The response body as it arrives, with read failures mapped to upstream errors."""
+        """The response body as it arrives, with read failures mapped to upstream errors.
+
+        The channel's own secrets are replaced by ``[redacted]`` on the way (upstreams that echo
+        request headers into error events would otherwise hand the key to the client).
+        """
         name = attempt.channel.name
         idle = attempt.channel.idle_timeout
+        redactor = _Redactor(_attempt_secrets(attempt))
         chunks = response.aiter_bytes()
         try:
             while True:
                 async with asyncio.timeout(idle):
                     chunk = await anext(chunks, None)
                 if chunk is None:
+                    if rest := redactor.flush():
+                        yield rest
                     return
+                if redactor.secrets:
+                    chunk = redactor.feed(chunk)
+                    if not chunk:
+                        continue
                 yield chunk
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamTimeoutError(
