@@ -37,6 +37,8 @@ _DROP = frozenset(
         "authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie", "forwarded", "via",
         "x-real-ip", "true-client-ip", "cf-connecting-ip", "expect", "origin", "referer",
         "anthropic-version", "anthropic-beta", "openai-organization", "openai-project",
+        "x-original-url", "x-rewrite-url", "x-original-host", "x-host", "x-http-method-override",
+        "x-http-method", "x-method-override", "x-client-ip", "x-cluster-client-ip", "client-ip",
     }
 )  # fmt: skip
 _DROP_PREFIXES = ("x-forwarded-", "proxy-", "x-ccx-", "sec-", "x-amz-", "x-envoy-")
@@ -245,7 +247,7 @@ class Upstream:
                 f"channel {channel.name!r}: could not reach the upstream ({type(exc).__name__})"
             ) from None
         try:
-            if response.status_code >= 400:
+            if response.status_code >= 300:
                 raise await self._status_error(attempt, response)
             yield response
         finally:
@@ -263,6 +265,14 @@ class Upstream:
         message, code = _error_message(raw)
         message = redact(message, _attempt_secrets(attempt))
         status = response.status_code
+        if status < 400:
+            # Redirects are never followed (a Location could point anywhere, e.g. a metadata service).
+            return UpstreamStatusError(
+                f"channel {attempt.channel.name!r}: upstream answered HTTP {status} (a redirect, which the "
+                "gateway does not follow; check the channel's base_url)",
+                retryable=True,
+                upstream_status=status,
+            )
         retryable = status in _RETRYABLE_STATUS or status >= 500 or bool(_RETRYABLE_BODY.search(message))
         if retryable:
             client_status = 502
