@@ -109,6 +109,12 @@ def _inflate(raw: bytes, wbits: int, limit: int) -> bytes:
                 raise RequestTooLargeError(_too_large(limit, decompressed=True))
             data = inflater.unconsumed_tail
         if not inflater.eof:
+            # Input used up exactly at a ``max_length`` boundary can leave output inside zlib (at
+            # most its 32 KiB window): collect it before deciding the stream is truncated.
+            out += inflater.flush()
+            if len(out) > limit:
+                raise RequestTooLargeError(_too_large(limit, decompressed=True))
+        if not inflater.eof:
             raise zlib.error("truncated stream")
         # gzip allows several members back to back (``cat a.gz b.gz``); the rest starts a new one.
         data = inflater.unused_data if wbits > zlib.MAX_WBITS else b""
@@ -155,7 +161,12 @@ def decode_body(raw: bytes, encoding: bytes | None, limit: int) -> bytes:
             elif coding == "deflate":
                 # RFC 9110 "deflate" is zlib-wrapped, but some clients send raw deflate: accept both.
                 zlib_wrapped = len(raw) >= 2 and (raw[0] & 0x0F) == 8 and int.from_bytes(raw[:2]) % 31 == 0
-                raw = _inflate(raw, zlib.MAX_WBITS if zlib_wrapped else -15, limit)
+                try:
+                    raw = _inflate(raw, zlib.MAX_WBITS if zlib_wrapped else -15, limit)
+                except zlib.error:
+                    if not zlib_wrapped:
+                        raise
+                    raw = _inflate(raw, -15, limit)  # raw deflate that merely looked like a zlib header
             elif coding == "zstd":
                 raw = _unzstd(raw, limit)
             else:
