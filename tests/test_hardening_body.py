@@ -16,8 +16,8 @@ import pytest
 import zstandard
 
 from ccx_asgi import CCXApp
-from ccx_asgi.asgi import MAX_JSON_DEPTH, MAX_JSON_VALUES, parse_json
-from ccx_asgi.errors import InvalidRequestError
+from ccx_asgi.asgi import MAX_JSON_DEPTH, MAX_JSON_VALUES, decode_body, parse_json
+from ccx_asgi.errors import InvalidRequestError, RequestTooLargeError
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.responses_upstream import FakeResponsesUpstream
 from tests.sdk import validate_response
@@ -275,3 +275,18 @@ async def test_non_object_bodies_are_a_400(gateway: CCXApp) -> None:
         result = await call(gateway, iter([body]))
         assert result.status == 400, body
         assert "JSON object" in result.error["message"]
+
+
+@pytest.mark.parametrize("size", [65535, 65536, 65537, 131072, 200_003])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate", "zstd"])
+def test_decoding_is_exact_around_chunk_boundaries(size: int, encoding: str) -> None:
+    data = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    encoded = {
+        "gzip": gzip.compress,
+        "deflate": zlib.compress,
+        "raw-deflate": _raw_deflate,
+        "zstd": lambda d: zstandard.ZstdCompressor().compress(d),
+    }[encoding](data)
+    assert decode_body(encoded, encoding.removeprefix("raw-").encode(), size) == data
+    with pytest.raises(RequestTooLargeError):
+        decode_body(encoded, encoding.removeprefix("raw-").encode(), size - 1)
