@@ -3,6 +3,7 @@ types, and JSON built to exhaust memory or recursion. Every refusal is a clear 4
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import sys
 import tracemalloc
@@ -21,6 +22,7 @@ from ccx_asgi.errors import InvalidRequestError, RequestTooLargeError
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.responses_upstream import FakeResponsesUpstream
 from tests.sdk import validate_response
+from tests.servers import serve
 
 MB = 1024 * 1024
 BODY = orjson.dumps({"model": "gpt-test", "input": "hello"})
@@ -290,3 +292,31 @@ def test_decoding_is_exact_around_chunk_boundaries(size: int, encoding: str) -> 
     assert decode_body(encoded, encoding.removeprefix("raw-").encode(), size) == data
     with pytest.raises(RequestTooLargeError):
         decode_body(encoded, encoding.removeprefix("raw-").encode(), size - 1)
+
+
+async def test_endless_upload_to_a_real_server_gets_413_at_the_limit(make_app: AppFactory) -> None:
+    """On uvicorn: a chunked upload that never ends is answered 413 once it passes 1 MB."""
+    app = make_app(max_body_mb=1)
+    with serve(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"POST /responses HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {PROXY_KEY}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        chunk = b"%x\r\n%s\r\n" % (65536, b" " * 65536)
+        sent = 0
+        answer = asyncio.ensure_future(reader.read(4096))
+        try:
+            while not answer.done() and sent < 64 * MB:
+                writer.write(chunk)
+                await writer.drain()
+                sent += 65536
+                await asyncio.sleep(0)
+            head = await asyncio.wait_for(answer, 5)
+        except ConnectionError:  # the server may close while we are still writing
+            head = await asyncio.wait_for(answer, 5)
+        finally:
+            writer.transport.abort()
+    assert head.startswith(b"HTTP/1.1 413"), head[:100]
+    assert sent < 8 * MB  # answered long before the client stopped sending
