@@ -62,10 +62,27 @@ class ChannelConfig(BaseModel):
     enabled: bool = Field(default=True, description="Disabled channels are never tried.")
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra upstream headers.")
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to establish a connection.")
-    read_timeout: float = Field(
-        default=300.0, gt=0, description="Seconds to wait for the first byte and between stream chunks."
+    first_byte_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds from starting a request until the upstream's response headers arrive "
+        "(a non-streaming answer arrives whole, so this bounds its generation time).",
+    )
+    idle_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds the upstream may stay silent between two chunks of its answer."
     )
     write_timeout: float = Field(default=30.0, gt=0, description="Seconds to send the request body.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_read_timeout(cls, data: Any) -> Any:
+        # ``read_timeout`` used to mean both waits; it still sets whichever of the two is not given.
+        if isinstance(data, dict) and "read_timeout" in data:
+            data = dict(data)
+            legacy = data.pop("read_timeout")
+            data.setdefault("first_byte_timeout", legacy)
+            data.setdefault("idle_timeout", legacy)
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -87,7 +104,9 @@ class ChannelConfig(BaseModel):
     def _check_base_url(cls, value: str) -> str:
         value = value.strip().rstrip("/")
         if value and not value.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https:// (got {value!r})")
+            # Shown without userinfo or query: either may carry a credential.
+            shown = re.sub(r"//[^/@]*@", "//***@", value).partition("?")[0]
+            raise ValueError(f"base_url must start with http:// or https:// (got {shown!r})")
         if value.endswith(("/responses", "/chat/completions", "/messages")):
             raise ValueError("base_url must be the API root (e.g. https://api.example.com/v1), not an endpoint URL")
         return value

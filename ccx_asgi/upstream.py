@@ -8,6 +8,7 @@ transport mounted on a reserved host, so it goes through exactly the same code a
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -37,6 +38,8 @@ _DROP = frozenset(
         "authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie", "forwarded", "via",
         "x-real-ip", "true-client-ip", "cf-connecting-ip", "expect", "origin", "referer",
         "anthropic-version", "anthropic-beta", "openai-organization", "openai-project", "x-request-id",
+        "x-original-url", "x-rewrite-url", "x-original-host", "x-host", "x-http-method-override",
+        "x-http-method", "x-method-override", "x-client-ip", "x-cluster-client-ip", "client-ip",
     }
 )  # fmt: skip
 _DROP_PREFIXES = ("x-forwarded-", "proxy-", "x-ccx-", "sec-", "x-amz-", "x-envoy-")
@@ -99,18 +102,41 @@ def _transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
     return transport
 
 
+# RFC 9110 token characters for names; values may not carry CR, LF or NUL (header splitting).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+
+
 def forwardable_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """The client headers that may be forwarded upstream (see ``_DROP`` for what never is).
 
-    Headers named in ``Connection`` are hop-by-hop too (RFC 9110 §7.6.1) and are dropped.
+    Headers named in ``Connection`` are hop-by-hop too (RFC 9110 §7.6.1) and are dropped, and so
+    are headers with a malformed name or a value that could split the upstream request.
     """
     pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers]
     hop = {t.strip().lower() for name, value in pairs if name == "connection" for t in value.split(",")}
     return [
         (name, value)
         for name, value in pairs
-        if name not in _DROP and name not in hop and not name.startswith(_DROP_PREFIXES)
+        if name not in _DROP
+        and name not in hop
+        and not name.startswith(_DROP_PREFIXES)
+        and _HEADER_NAME.fullmatch(name)
+        and not _BAD_VALUE.search(value)
     ]
+
+
+def _last_wins(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One value per header name, the last one given.
+
+    Callers list client headers first and the gateway's own (channel key, channel ``headers``,
+    content type) after them, so a client can never shadow a header the gateway sets: upstreams
+    differ on whether the first or the last duplicate counts.
+    """
+    final: dict[str, tuple[str, str]] = {}
+    for name, value in headers:
+        final[name.lower()] = (name, value)
+    return list(final.values())
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -125,6 +151,50 @@ def _attempt_secrets(attempt: Attempt) -> list[str]:
     secrets = [attempt.api_key.get_secret_value()] if attempt.api_key else []
     secrets.extend(v.get_secret_value() for v in attempt.channel.headers.values())
     return secrets
+
+
+#: Shortest secret redacted inside answer bodies. Shorter channel header values ("true", a date) are
+#: configuration rather than credentials, and replacing them in raw JSON could break its structure.
+_MIN_STREAM_SECRET = 12
+_REDACTED = b"[redacted]"
+
+
+class _Redactor:
+    """Replaces secrets in a byte stream, including a secret split across two chunks.
+
+    Only a chunk's tail that could be the start of a secret is held back until the next chunk, so
+    SSE events (which end in a blank line) are never delayed.
+    """
+
+    __slots__ = ("held", "secrets")
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.secrets = [s.encode() for s in secrets if len(s) >= _MIN_STREAM_SECRET]
+        self.held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.held + chunk if self.held else chunk
+        for secret in self.secrets:
+            if secret in data:
+                data = data.replace(secret, _REDACTED)
+        keep = max((_partial(data, secret) for secret in self.secrets), default=0)
+        self.held = data[len(data) - keep :] if keep else b""
+        return data[: len(data) - keep] if keep else data
+
+    def flush(self) -> bytes:
+        held, self.held = self.held, b""
+        return held
+
+
+def _partial(data: bytes, secret: bytes) -> int:
+    """Length of the longest tail of ``data`` that is a proper prefix of ``secret``."""
+    tail = data[-(len(secret) - 1) :]
+    index = tail.find(secret[:1])
+    while index >= 0:
+        if secret.startswith(tail[index:]):
+            return len(tail) - index
+        index = tail.find(secret[:1], index + 1)
+    return 0
 
 
 def _error_message(raw: bytes) -> tuple[str, str | None]:
@@ -205,15 +275,24 @@ class Upstream:
         puts a key into an exception message.
         """
         channel = attempt.channel
+        # httpx's read timeout applies to every socket read, so it is only a backstop here; the
+        # first-byte and idle limits are enforced with asyncio deadlines, which also hold for
+        # in-process transports and cannot be stretched by an upstream that trickles header bytes.
         timeout = httpx.Timeout(
             connect=channel.connect_timeout,
-            read=channel.read_timeout,
+            read=max(channel.first_byte_timeout, channel.idle_timeout),
             write=channel.write_timeout,
             pool=channel.connect_timeout,
         )
-        request = self.client.build_request("POST", url, headers=headers, content=body, timeout=timeout)
+        request = self.client.build_request("POST", url, headers=_last_wins(headers), content=body, timeout=timeout)
         try:
-            response = await self.client.send(request, stream=True)
+            async with asyncio.timeout(channel.first_byte_timeout):
+                response = await self.client.send(request, stream=True)
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"channel {channel.name!r}: no response from the upstream within "
+                f"{channel.first_byte_timeout:g}s (first_byte_timeout)"
+            ) from None
         except httpx.TimeoutException as exc:
             raise UpstreamTimeoutError(f"channel {channel.name!r}: upstream timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
@@ -221,7 +300,7 @@ class Upstream:
                 f"channel {channel.name!r}: could not reach the upstream ({type(exc).__name__})"
             ) from None
         try:
-            if response.status_code >= 400:
+            if response.status_code >= 300:
                 raise await self._status_error(attempt, response)
             yield response
         finally:
@@ -239,6 +318,14 @@ class Upstream:
         message, code = _error_message(raw)
         message = redact(message, _attempt_secrets(attempt))
         status = response.status_code
+        if status < 400:
+            # Redirects are never followed (a Location could point anywhere, e.g. a metadata service).
+            return UpstreamStatusError(
+                f"channel {attempt.channel.name!r}: upstream answered HTTP {status} (a redirect, which the "
+                "gateway does not follow; check the channel's base_url)",
+                retryable=True,
+                upstream_status=status,
+            )
         retryable = status in _RETRYABLE_STATUS or status >= 500 or bool(_RETRYABLE_BODY.search(message))
         if retryable:
             client_status = 502
@@ -256,19 +343,41 @@ class Upstream:
         )
 
     async def iter_bytes(self, attempt: Attempt, response: httpx.Response) -> AsyncIterator[bytes]:
-        """The response body as it arrives, with read failures mapped to upstream errors."""
+        """The response body as it arrives, with read failures mapped to upstream errors.
+
+        The channel's own secrets are replaced by ``[redacted]`` on the way (upstreams that echo
+        request headers into error events would otherwise hand the key to the client).
+        """
         name = attempt.channel.name
+        idle = attempt.channel.idle_timeout
+        redactor = _Redactor(_attempt_secrets(attempt))
+        chunks = response.aiter_bytes()
         try:
-            async for chunk in response.aiter_bytes():
+            while True:
+                async with asyncio.timeout(idle):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    if rest := redactor.flush():
+                        yield rest
+                    return
+                if redactor.secrets:
+                    chunk = redactor.feed(chunk)
+                    if not chunk:
+                        continue
                 yield chunk
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             raise UpstreamTimeoutError(
-                f"channel {name!r}: upstream went idle for more than {attempt.channel.read_timeout:g}s"
+                f"channel {name!r}: upstream went idle for more than {idle:g}s (idle_timeout)"
             ) from None
         except httpx.HTTPError as exc:
             raise UpstreamConnectError(
                 f"channel {name!r}: upstream connection failed mid-response ({type(exc).__name__})"
             ) from None
+        finally:
+            # httpx hands out an async generator: close it here rather than leave it to the GC.
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
 
     async def read_json(self, attempt: Attempt, response: httpx.Response, limit: int) -> Any:
         """Read a whole (bounded) JSON body."""

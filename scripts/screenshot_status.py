@@ -134,7 +134,7 @@ def run_chromium(url: str, *args: str, size: str = "1400,1220") -> subprocess.Co
             *args,
             url,
         ]
-        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)  # noqa: S603
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
 
 
 def capture(out: Path | None = None, *, dump_dom: bool = False) -> str:

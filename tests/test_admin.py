@@ -140,7 +140,8 @@ async def test_channels_json_effective_config_masked(make_app: AppFactory, clien
     assert main["endpoint_url"] == "https://****@upstream.test/v1/responses"
     assert main["model_map"] == {"gpt": "up-model"}
     assert main["models"] == ["gpt*", "!gpt-3*"]
-    assert main["read_timeout"] == 300.0  # defaults are filled in: this is the *effective* config
+    assert main["first_byte_timeout"] == 300.0  # defaults are filled in: this is the *effective* config
+    assert main["idle_timeout"] == 300.0
     # Keys appear by position only, never by value or hash.
     assert main["breaker"] == {"state": "closed", "keys": {"#1": "closed", "#2": "closed"}}
     assert main["affinity"] == {"ttl_seconds": 1800.0}

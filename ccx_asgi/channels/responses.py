@@ -59,20 +59,22 @@ class PassthroughTranslator:
         """A ``response.failed`` that reuses the upstream's response id."""
         if self.terminal is not None:
             return []
-        response = (
-            dict(self._response)
-            if self._response
-            else {
-                "id": new_id("resp"),
-                "object": "response",
-                "created_at": int(time.time()),
-                "model": self._model,
-                "output": [],
-                "parallel_tool_calls": True,
-                "tool_choice": "auto",
-                "tools": [],
-            }
-        )
+        response: dict[str, Any] = {
+            "id": new_id("resp"),
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": self._model,
+            "output": [],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+        }
+        # Keep the upstream's identity, but only fields of the right type: a broken upstream's
+        # response object must not make our own failure event invalid.
+        seen = self._response or {}
+        for key, kind in (("id", str), ("created_at", int | float), ("model", str)):
+            if isinstance(seen.get(key), kind) and not isinstance(seen.get(key), bool):
+                response[key] = seen[key]
         response.update(status="failed", error={"code": code, "message": message})
         self.terminal = "response.failed"
         self._seq += 1

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import orjson
-
-from ccx_asgi.asgi import read_body, request_id
+from ccx_asgi.asgi import read_json, request_id
 from ccx_asgi.context import SCOPE_KEY, RequestContext
-from ccx_asgi.errors import CCXError, InvalidRequestError, ModelNotFoundError, send_error
+from ccx_asgi.errors import CCXError, ModelNotFoundError, send_error
 from ccx_asgi.routing import Router
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.types import ASGIApp, Receive, Scope, Send
@@ -57,11 +55,7 @@ class ModelMapperMiddleware:
             return
         rid = request_id(scope)
         try:
-            raw = await read_body(receive, scope, self.max_body_bytes)
-            try:
-                parsed = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from None
+            parsed = await read_json(receive, scope, self.max_body_bytes)
             ctx = RequestContext.from_body(parsed, request_id=rid, headers=list(scope.get("headers") or ()))
             ctx.candidates = self.router.candidates(ctx.model)
             if not ctx.candidates:

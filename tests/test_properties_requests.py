@@ -1,0 +1,63 @@
+"""Property test for request conversion: every valid Responses request either reaches the strict
+fake upstream in a shape it accepts (and the answer is SDK-valid), or is refused with a clear 400.
+
+``UPSTREAMS`` maps a service type to a strict fake for it; the Chat and Claude fakes are added
+here when their converters land, and the same property then covers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from ccx_asgi import ChannelConfig, create_app, load_settings
+from tests.conftest import PROXY_KEY, channel
+from tests.fakes.responses_upstream import FakeResponsesUpstream
+from tests.sdk import parse_sse, validate_events, validate_response
+from tests.strategies import responses_requests
+
+#: service_type -> a fresh strict fake upstream (an ASGI app with a ``requests`` record).
+UPSTREAMS: dict[str, Callable[[], Any]] = {"responses": FakeResponsesUpstream}
+
+
+async def _round_trip(service_type: str, body: dict[str, Any]) -> tuple[httpx.Response, Any]:
+    upstream = UPSTREAMS[service_type]()
+    settings_ = load_settings(
+        proxy_access_key=PROXY_KEY,
+        channels=[
+            ChannelConfig.model_validate(channel(service_type=service_type, model_map={"gpt-test": "gpt-upstream"}))
+        ],
+    )
+    app = create_app(settings_, transport=httpx.ASGITransport(app=upstream))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+        response = await client.post("/responses", json=body, headers={"authorization": f"Bearer {PROXY_KEY}"})
+    await app.aclose()
+    return response, upstream
+
+
+@pytest.mark.parametrize("service_type", sorted(UPSTREAMS))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=responses_requests())
+def test_valid_requests_convert_or_get_a_clear_400(service_type: str, body: dict[str, Any]) -> None:
+    response, upstream = asyncio.run(_round_trip(service_type, body))
+    if response.status_code == 400:
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert error["message"]
+        return
+    assert response.status_code == 200, response.text
+    assert len(upstream.requests) == 1  # accepted on the first try: the strict fake found nothing wrong
+    sent = upstream.requests[0].body
+    assert sent["model"] == ("gpt-upstream" if body["model"] == "gpt-test" else body["model"])
+    if service_type == "responses":
+        assert {**sent, "model": body["model"]} == body
+    if body["stream"]:
+        validate_events(parse_sse(response.content))
+    else:
+        validate_response(response.json())
