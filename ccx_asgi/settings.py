@@ -66,6 +66,18 @@ class ChannelConfig(BaseModel):
         default=300.0, gt=0, description="Seconds to wait for the first byte and between stream chunks."
     )
     write_timeout: float = Field(default=30.0, gt=0, description="Seconds to send the request body.")
+    # claude channel options
+    anthropic_version: str = Field(default="2023-06-01", description="claude: the anthropic-version header.")
+    default_max_tokens: int = Field(
+        default=32000, ge=1, description="claude: max_tokens when the client sends no max_output_tokens."
+    )
+    thinking_budgets: dict[str, int] = Field(
+        default_factory=lambda: {"minimal": 1024, "low": 4096, "medium": 10000, "high": 24000, "xhigh": 32000},
+        description="claude: thinking budget_tokens per reasoning.effort (at least 1024; kept below max_tokens).",
+    )
+    prompt_caching: bool = Field(
+        default=True, description="claude: mark the system prompt and the newest turn with cache_control."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ccx_asgi.channels.base import ChannelAdapter, StreamTranslator
+from ccx_asgi.channels.claude import ClaudeAdapter
 from ccx_asgi.channels.responses import ResponsesAdapter
 from ccx_asgi.context import Attempt, RequestContext, get_context
 from ccx_asgi.errors import UpstreamError, UpstreamStreamError
@@ -28,6 +29,7 @@ logger = logging.getLogger("ccx_asgi.upstream")
 
 #: Adapters by ``service_type``. The demo channel speaks native Responses.
 ADAPTERS: dict[str, ChannelAdapter] = {"responses": ResponsesAdapter(), "demo": ResponsesAdapter()}
+ADAPTERS["claude"] = ClaudeAdapter()
 
 # Events that say nothing about whether the upstream will actually answer.
 _PRELUDE = frozenset({"response.created", "response.in_progress", "response.queued"})
