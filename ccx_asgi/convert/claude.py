@@ -392,6 +392,14 @@ _ERROR_CODES = {
 }
 
 
+#: Claude stop reasons that make the response incomplete, with the Responses reason.
+_INCOMPLETE = {
+    "max_tokens": "max_output_tokens",
+    "model_context_window_exceeded": "max_output_tokens",
+    "refusal": "content_filter",
+}
+
+
 @dataclass(slots=True)
 class _Block:
     kind: str  # text | thinking | redacted | tool | ignored
@@ -417,6 +425,7 @@ class ClaudeStreamTranslator:
         self._blocks: dict[int, _Block] = {}
         self._input = self._cache_read = self._cache_write = self._output = 0
         self._stop_reason: str | None = None
+        self._pending: _Block | None = None
 
     @property
     def done(self) -> bool:
@@ -434,6 +443,7 @@ class ClaudeStreamTranslator:
                 self._usage(message.get("usage"))
             self.stream.start()
         elif kind == "content_block_start":
+            self._flush("completed")
             self._start(data.get("index"), data.get("content_block"))
         elif kind == "content_block_delta":
             self._delta(data.get("index"), data.get("delta"))
@@ -441,12 +451,15 @@ class ClaudeStreamTranslator:
             index = data.get("index")
             block = self._blocks.pop(index, None) if isinstance(index, int) else None
             if block is not None:
-                self._close(block)
+                # Closed once the next event says whether the answer was cut (then it is incomplete).
+                self._flush("completed")
+                self._pending = block
         elif kind == "message_delta":
             delta = data.get("delta")
             if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
                 self._stop_reason = delta["stop_reason"]
             self._usage(data.get("usage"))
+            self._flush(self._item_status())
         elif kind == "message_stop":
             self._terminate()
         elif kind == "error":
@@ -564,7 +577,15 @@ class ClaudeStreamTranslator:
             if not block.custom and block.index is not None:
                 self.stream.delta(block.index, delta["partial_json"])
 
-    def _close(self, block: _Block) -> None:
+    def _item_status(self) -> str:
+        return "incomplete" if self._stop_reason in _INCOMPLETE else "completed"
+
+    def _flush(self, status: str) -> None:
+        block, self._pending = self._pending, None
+        if block is not None:
+            self._close(block, status)
+
+    def _close(self, block: _Block, status: str = "completed") -> None:
         index = block.index
         if index is None or not self.stream.is_open(index):
             return
@@ -587,17 +608,17 @@ class ClaudeStreamTranslator:
                 self.stream.delta(index, custom_input(arguments))
             elif not streamed:
                 self.stream.delta(index, arguments)
-        self.stream.close_item(index)
+        self.stream.close_item(index, status=status)
 
     def _terminate(self) -> None:
+        status = self._item_status()
+        self._flush(status)
         for key in sorted(self._blocks):
-            self._close(self._blocks.pop(key))
+            self._close(self._blocks.pop(key), status)
         usage = self._usage_obj()
-        reason = self._stop_reason
-        if reason == "max_tokens" or reason == "model_context_window_exceeded":
-            self.stream.incomplete("max_output_tokens", usage)
-        elif reason == "refusal":
-            self.stream.incomplete("content_filter", usage)
+        reason = _INCOMPLETE.get(self._stop_reason or "")
+        if reason is not None:
+            self.stream.incomplete(reason, usage)
         else:
             self.stream.complete(usage)
 
