@@ -319,3 +319,17 @@ def test_the_fake_rejects_what_claude_rejects() -> None:
     for body in bad:
         with pytest.raises(Rejected):
             check_request(body)
+
+
+def test_late_thinking_moves_to_the_front_of_its_turn() -> None:
+    body = {
+        "model": "m",
+        "input": [
+            {"type": "message", "role": "user", "content": "go"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            signed("first"),
+            {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+        ],
+    }
+    out = convert(body)
+    assert [b["type"] for b in out["messages"][1]["content"]] == ["thinking", "tool_use"]

@@ -202,6 +202,17 @@ class _Turns:
         else:
             self.messages.append({"role": role, "content": list(blocks)})
 
+    def add_thinking(self, block: dict[str, Any]) -> None:
+        # One Claude answer always starts with its thinking; a block that arrives after other
+        # assistant content of the same turn (items reordered by a client) moves up to the front.
+        last = self.messages[-1] if self.messages else None
+        if last is None or last["role"] != "assistant":
+            self.add("assistant", [block])
+            return
+        content = last["content"]
+        position = next((i for i, b in enumerate(content) if b["type"] not in _THINKING_TYPES), len(content))
+        content.insert(position, block)
+
 
 def _convert_input(body: dict[str, Any], system: list[str]) -> list[dict[str, Any]]:
     turns = _Turns()
@@ -220,7 +231,7 @@ def _convert_input(body: dict[str, Any], system: list[str]) -> list[dict[str, An
             if block is None:
                 debug_once("reasoning item that did not come from a Claude channel")
             else:
-                turns.add("assistant", [block])
+                turns.add_thinking(block)
         elif kind in ("function_call", "custom_tool_call"):
             turns.add("assistant", [_tool_use(item)])
         elif kind in ("function_call_output", "custom_tool_call_output"):
