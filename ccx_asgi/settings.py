@@ -79,6 +79,17 @@ class ChannelConfig(BaseModel):
         default=True, description="claude: mark the system prompt and the newest turn with cache_control."
     )
 
+    @field_validator("thinking_budgets")
+    @classmethod
+    def _check_thinking_budgets(cls, value: dict[str, int]) -> dict[str, int]:
+        efforts = ("minimal", "low", "medium", "high", "xhigh")
+        for effort, budget in value.items():
+            if effort not in efforts:
+                raise ValueError(f"unknown reasoning effort {effort!r} (use {', '.join(efforts)})")
+            if budget < 1024:
+                raise ValueError(f"thinking budget for {effort!r} must be at least 1024 (Claude's minimum)")
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _demo_base_url(cls, data: Any) -> Any:

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from ccx_asgi.convert.claude import encode_reasoning, to_claude_request
 from ccx_asgi.errors import InvalidRequestError
+from ccx_asgi.settings import ChannelConfig
 from tests.fakes.claude_upstream import Rejected, check_request, sign
 
 CODEX = Path("/work/shared/codex")
@@ -333,3 +335,13 @@ def test_late_thinking_moves_to_the_front_of_its_turn() -> None:
     }
     out = convert(body)
     assert [b["type"] for b in out["messages"][1]["content"]] == ["thinking", "tool_use"]
+
+
+def test_channel_options_are_validated() -> None:
+    base = {"name": "c", "service_type": "claude", "base_url": "https://api.anthropic.com/v1"}
+    config = ChannelConfig.model_validate({**base, "thinking_budgets": {"high": 8000}})
+    assert config.thinking_budgets == {"high": 8000}
+    assert config.anthropic_version == "2023-06-01" and config.default_max_tokens == 32000
+    for bad in ({"thinking_budgets": {"high": 10}}, {"thinking_budgets": {"huge": 9000}}, {"default_max_tokens": 0}):
+        with pytest.raises(ValidationError):
+            ChannelConfig.model_validate({**base, **bad})
