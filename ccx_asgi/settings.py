@@ -72,8 +72,9 @@ class ChannelConfig(BaseModel):
         default=32000, ge=1, description="claude: max_tokens when the client sends no max_output_tokens."
     )
     thinking_budgets: dict[str, int] = Field(
-        default_factory=lambda: {"minimal": 1024, "low": 4096, "medium": 10000, "high": 24000, "xhigh": 32000},
-        description="claude: thinking budget_tokens per reasoning.effort (at least 1024; kept below max_tokens).",
+        default_factory=dict,
+        description="claude: thinking budget_tokens per reasoning.effort, overriding the built-in table "
+        "(minimal 1024, low 4096, medium 10000, high 24000, xhigh 32000); kept below max_tokens.",
     )
     prompt_caching: bool = Field(
         default=True, description="claude: mark the system prompt and the newest turn with cache_control."

@@ -320,7 +320,8 @@ def to_claude_request(
 ) -> dict[str, Any]:
     """Convert a Responses request ``body`` to a Claude Messages request for ``model``.
 
-    ``catalog`` is the flattened ``tools`` (built from ``body`` when not given). Raises
+    ``catalog`` is the flattened ``tools`` (built from ``body`` when not given); ``thinking_budgets``
+    overrides :data:`DEFAULT_THINKING_BUDGETS` per effort. Raises
     :class:`~ccx_asgi.errors.InvalidRequestError` when nothing is left to send.
     The input is not mutated.
     """
@@ -354,7 +355,7 @@ def to_claude_request(
     effort = reasoning_effort(body)
     thinking: dict[str, Any] | None = None
     if effort is not None:
-        budget = min(int(thinking_budgets.get(effort, DEFAULT_THINKING_BUDGETS[effort])), max_tokens - 1)
+        budget = min(thinking_budgets.get(effort) or DEFAULT_THINKING_BUDGETS[effort], max_tokens - 1)
         if budget < MIN_THINKING_BUDGET:
             debug_once("thinking: max_tokens too small for the minimum budget")
         elif choice is not None and choice["type"] in ("any", "tool"):
