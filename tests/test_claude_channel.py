@@ -243,3 +243,29 @@ async def test_over_real_http_with_the_openai_sdk(make_app: AppFactory) -> None:
     assert final.output_text == "Real HTTP works."
     assert final.output[0].type == "reasoning"
     assert fake.requests[0].headers["x-api-key"] == UPSTREAM_KEY
+
+
+async def test_redacted_thinking_round_trips_through_the_gateway(make_app: AppFactory, client_for) -> None:
+    def script(body: dict[str, Any]) -> Reply:
+        if body["messages"][-1]["content"][0]["type"] == "tool_result":
+            return Reply([{"type": "text", "text": "ok"}])
+        return Reply(
+            [{"type": "redacted_thinking"}, {"type": "tool_use", "name": "exec_command", "input": {"cmd": "ls"}}],
+            stop_reason="tool_use",
+        )
+
+    fake = FakeClaudeUpstream(script=script)
+    client = client_for(make_app([claude()], transport=transport(fake)))
+    first = {"model": "m", "input": "go", "tools": [EXEC], "reasoning": {"effort": "low"}}
+    _, events = await stream(client, first)
+    output = events[-1]["response"]["output"]
+    assert output[0]["type"] == "reasoning" and output[0]["summary"] == []
+    result = {"type": "function_call_output", "call_id": output[1]["call_id"], "output": "a.txt"}
+    response, events = await stream(
+        client, {**first, "input": [{"type": "message", "role": "user", "content": "go"}, *output, result]}
+    )
+    assert response.status_code == 200, response.text
+    assert events[-1]["type"] == "response.completed"
+    replayed = fake.requests[1].body["messages"][1]["content"][0]
+    assert replayed["type"] == "redacted_thinking"
+    assert fake.requests[1].body["thinking"]["budget_tokens"] == 4096

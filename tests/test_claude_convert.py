@@ -345,3 +345,18 @@ def test_channel_options_are_validated() -> None:
     for bad in ({"thinking_budgets": {"high": 10}}, {"thinking_budgets": {"huge": 9000}}, {"default_max_tokens": 0}):
         with pytest.raises(ValidationError):
             ChannelConfig.model_validate({**base, **bad})
+
+
+def test_thinking_only_turns_are_not_sent() -> None:
+    out = convert(
+        {
+            "model": "m",
+            "input": [
+                {"type": "message", "role": "user", "content": "one"},
+                signed("thought, then the answer was lost"),
+                {"type": "message", "role": "user", "content": "two"},
+            ],
+        }
+    )
+    assert [m["role"] for m in out["messages"]] == ["user"]
+    assert [b["text"] for b in out["messages"][0]["content"]] == ["one", "two"]
