@@ -269,3 +269,21 @@ async def test_redacted_thinking_round_trips_through_the_gateway(make_app: AppFa
     replayed = fake.requests[1].body["messages"][1]["content"][0]
     assert replayed["type"] == "redacted_thinking"
     assert fake.requests[1].body["thinking"]["budget_tokens"] == 4096
+
+
+async def test_role_normalized_attempt_body_is_what_gets_converted(make_app: AppFactory, client_for) -> None:
+    fake = FakeClaudeUpstream()
+    client = client_for(make_app([claude(normalize_roles=True)], transport=transport(fake)))
+    body = {
+        "model": "m",
+        "input": [
+            {"type": "message", "role": "developer", "content": "Be terse."},
+            {"type": "message", "role": "critic", "content": "odd role"},
+            {"type": "message", "role": "user", "content": "hi"},
+        ],
+    }
+    response, _ = await stream(client, body)
+    assert response.status_code == 200
+    sent = fake.requests[0].body
+    assert [b["text"] for b in sent["system"]] == ["Be terse."]
+    assert [b["text"] for b in sent["messages"][0]["content"]] == ["odd role", "hi"]
