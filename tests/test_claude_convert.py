@@ -360,3 +360,21 @@ def test_thinking_only_turns_are_not_sent() -> None:
     )
     assert [m["role"] for m in out["messages"]] == ["user"]
     assert [b["text"] for b in out["messages"][0]["content"]] == ["one", "two"]
+
+
+def test_pdf_files_become_document_blocks() -> None:
+    content = [
+        {"type": "input_text", "text": "summarise"},
+        {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0xLjQK"},
+        {"type": "input_file", "file_url": "https://example.com/b.pdf"},
+        {"type": "input_file", "file_id": "file_123"},
+    ]
+    blocks = convert({"model": "m", "input": [{"type": "message", "role": "user", "content": content}]})["messages"][0][
+        "content"
+    ]
+    assert blocks[1] == {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"},
+    }
+    assert blocks[2]["source"] == {"type": "url", "url": "https://example.com/b.pdf"}
+    assert len(blocks) == 3

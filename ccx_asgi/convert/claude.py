@@ -123,6 +123,17 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _document_block(part: dict[str, Any]) -> dict[str, Any] | None:
+    data_url, file_url = part.get("file_data"), part.get("file_url")
+    parsed = parse_data_url(data_url) if isinstance(data_url, str) else None
+    if parsed is not None and parsed[0] == "application/pdf" and parsed[1]:
+        return {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": parsed[1]}}
+    if isinstance(file_url, str) and file_url.startswith(("http://", "https://")):
+        return {"type": "document", "source": {"type": "url", "url": file_url}}
+    debug_once("input_file that is not a PDF data: URL or an http(s) file_url")
+    return None
+
+
 def _user_blocks(content: Any) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for kind, part in content_parts(content):
@@ -133,6 +144,10 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
             image = _image_block(part)
             if image is not None:
                 blocks.append(image)
+        elif kind == "file":
+            document = _document_block(part)
+            if document is not None:
+                blocks.append(document)
         else:
             debug_once(f"message part {part.get('type')!r}")
     return blocks

@@ -45,13 +45,14 @@ _TOP_LEVEL = frozenset(
 _BLOCK_FIELDS = {
     "text": frozenset({"type", "text", "cache_control", "citations"}),
     "image": frozenset({"type", "source", "cache_control"}),
+    "document": frozenset({"type", "source", "title", "context", "citations", "cache_control"}),
     "tool_use": frozenset({"type", "id", "name", "input", "cache_control"}),
     "tool_result": frozenset({"type", "tool_use_id", "content", "is_error", "cache_control"}),
     "thinking": frozenset({"type", "thinking", "signature"}),
     "redacted_thinking": frozenset({"type", "data"}),
 }
 _ROLE_BLOCKS = {
-    "user": frozenset({"text", "image", "tool_result"}),
+    "user": frozenset({"text", "image", "document", "tool_result"}),
     "assistant": frozenset({"text", "tool_use", "thinking", "redacted_thinking"}),
 }
 _TOOL_FIELDS = frozenset({"name", "description", "input_schema", "cache_control", "type"})
@@ -112,14 +113,15 @@ def _check_block(where: str, role: str, block: Any, secret: bytes) -> int:
             raise Rejected(f"{where}.text: Field required")
         if not block["text"].strip():
             raise Rejected("messages: text content blocks must contain non-whitespace text")
-    elif kind == "image":
+    elif kind in ("image", "document"):
         source = block.get("source")
         if not isinstance(source, dict):
             raise Rejected(f"{where}.source: Field required")
         if source.get("type") == "base64":
             _fields(f"{where}.source", source, frozenset({"type", "media_type", "data"}))
-            if source.get("media_type") not in _MEDIA:
-                raise Rejected(f"{where}.source.media_type: Input should be one of {sorted(_MEDIA)}")
+            allowed = _MEDIA if kind == "image" else frozenset({"application/pdf"})
+            if source.get("media_type") not in allowed:
+                raise Rejected(f"{where}.source.media_type: Input should be one of {sorted(allowed)}")
             try:
                 base64.b64decode(source.get("data", ""), validate=True)
             except ValueError:
