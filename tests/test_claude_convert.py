@@ -378,3 +378,18 @@ def test_pdf_files_become_document_blocks() -> None:
     }
     assert blocks[2]["source"] == {"type": "url", "url": "https://example.com/b.pdf"}
     assert len(blocks) == 3
+
+
+def test_a_repeated_tool_output_gives_one_tool_result() -> None:
+    body = {
+        "model": "m",
+        "input": [
+            {"type": "message", "role": "user", "content": "go"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "first"},
+            {"type": "function_call_output", "call_id": "c1", "output": "again"},
+        ],
+    }
+    results = convert(body)["messages"][2]["content"]
+    assert [b["type"] for b in results] == ["tool_result", "text"]
+    assert results[0]["content"] == "first" and "again" in results[1]["text"]
