@@ -72,6 +72,30 @@ class ChannelConfig(BaseModel):
         default=300.0, gt=0, description="Seconds the upstream may stay silent between two chunks of its answer."
     )
     write_timeout: float = Field(default=30.0, gt=0, description="Seconds to send the request body.")
+    # claude channel options
+    anthropic_version: str = Field(default="2023-06-01", description="claude: the anthropic-version header.")
+    default_max_tokens: int = Field(
+        default=32000, ge=1, description="claude: max_tokens when the client sends no max_output_tokens."
+    )
+    thinking_budgets: dict[str, int] = Field(
+        default_factory=dict,
+        description="claude: thinking budget_tokens per reasoning.effort, overriding the built-in table "
+        "(minimal 1024, low 4096, medium 10000, high 24000, xhigh 32000); kept below max_tokens.",
+    )
+    prompt_caching: bool = Field(
+        default=True, description="claude: mark the system prompt and the newest turn with cache_control."
+    )
+
+    @field_validator("thinking_budgets")
+    @classmethod
+    def _check_thinking_budgets(cls, value: dict[str, int]) -> dict[str, int]:
+        efforts = ("minimal", "low", "medium", "high", "xhigh")
+        for effort, budget in value.items():
+            if effort not in efforts:
+                raise ValueError(f"unknown reasoning effort {effort!r} (use {', '.join(efforts)})")
+            if budget < 1024:
+                raise ValueError(f"thinking budget for {effort!r} must be at least 1024 (Claude's minimum)")
+        return value
 
     @model_validator(mode="before")
     @classmethod

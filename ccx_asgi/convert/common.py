@@ -1,0 +1,89 @@
+"""Small request-side helpers every converted channel (Chat and Claude) needs.
+
+- :func:`input_items` turns a Responses ``input`` (a string or an item list) into a list of items;
+- :func:`content_parts` iterates a message's content as ``(kind, part)`` pairs with ``kind`` one of
+  ``"text"``, ``"image"``, ``"file"`` or ``"other"``;
+- :func:`parse_data_url` splits a ``data:`` image URL into media type and base64 payload;
+- :func:`reasoning_effort` reads ``reasoning.effort`` (``None`` when absent or ``"none"``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any, Literal
+
+__all__ = ["PartKind", "content_parts", "debug_once", "input_items", "parse_data_url", "reasoning_effort"]
+
+logger = logging.getLogger("ccx_asgi.convert")
+
+PartKind = Literal["text", "image", "file", "other"]
+
+_TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
+_EFFORTS = frozenset({"minimal", "low", "medium", "high", "xhigh"})
+_logged: set[str] = set()
+
+
+def debug_once(what: str) -> None:
+    """Log ``what`` (something deliberately dropped in conversion) once per process at debug level."""
+    if what not in _logged and len(_logged) < 1024:
+        _logged.add(what)
+        logger.debug("dropped in conversion: %s", what)
+
+
+def input_items(value: Any) -> list[Any]:
+    """The ``input`` of a Responses request as a list of items (a string becomes one user message)."""
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}] if value else []
+    return value if isinstance(value, list) else []
+
+
+def content_parts(content: Any) -> Iterator[tuple[PartKind, dict[str, Any]]]:
+    """The parts of a message's ``content`` (a string or a part list), classified.
+
+    Text parts are yielded as ``("text", part)`` with ``part["text"]`` a string (possibly empty: the
+    caller decides whether empty text is allowed upstream); images as ``("image", part)`` with
+    ``part["image_url"]`` a string.
+    """
+    if isinstance(content, str):
+        yield "text", {"type": "input_text", "text": content}
+        return
+    if not isinstance(content, list):
+        return
+    for part in content:
+        if isinstance(part, str):
+            yield "text", {"type": "input_text", "text": part}
+            continue
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind in _TEXT_PARTS and isinstance(part.get("text"), str):
+            yield "text", part
+        elif kind == "refusal" and isinstance(part.get("refusal"), str):
+            yield "text", {"type": "output_text", "text": part["refusal"]}
+        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            yield "image", part
+        elif kind == "input_file":
+            yield "file", part
+        else:
+            yield "other", part
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``(media_type, base64_data)`` of a base64 ``data:`` URL, else ``None``."""
+    if not url.startswith("data:"):
+        return None
+    header, sep, data = url[5:].partition(",")
+    if not sep or not header.endswith(";base64"):
+        return None
+    media_type = header[: -len(";base64")].split(";")[0].strip().lower() or "application/octet-stream"
+    return media_type, data
+
+
+def reasoning_effort(body: dict[str, Any]) -> str | None:
+    """The requested ``reasoning.effort`` (``minimal`` … ``xhigh``), or ``None`` for absent/``none``."""
+    reasoning = body.get("reasoning")
+    if not isinstance(reasoning, dict):
+        return None
+    effort = reasoning.get("effort")
+    return effort if isinstance(effort, str) and effort in _EFFORTS else None
