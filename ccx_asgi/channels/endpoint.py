@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ccx_asgi.channels.base import ChannelAdapter, StreamTranslator
+from ccx_asgi.channels.chat import ChatAdapter
 from ccx_asgi.channels.responses import ResponsesAdapter
 from ccx_asgi.context import Attempt, RequestContext, get_context
 from ccx_asgi.errors import UpstreamError, UpstreamStreamError
@@ -27,7 +28,11 @@ __all__ = ["ADAPTERS", "ChannelEndpoint", "response_headers"]
 logger = logging.getLogger("ccx_asgi.upstream")
 
 #: Adapters by ``service_type``. The demo channel speaks native Responses.
-ADAPTERS: dict[str, ChannelAdapter] = {"responses": ResponsesAdapter(), "demo": ResponsesAdapter()}
+ADAPTERS: dict[str, ChannelAdapter] = {
+    "responses": ResponsesAdapter(),
+    "demo": ResponsesAdapter(),
+    "chat": ChatAdapter(),
+}
 
 # Events that say nothing about whether the upstream will actually answer.
 _PRELUDE = frozenset({"response.created", "response.in_progress", "response.queued"})
