@@ -313,3 +313,16 @@ def test_unknown_items_are_dropped_and_history_stays_valid() -> None:
     ]
     messages = chat_messages(None, items)
     assert messages == [{"role": "user", "content": "search"}, {"role": "assistant", "content": "found"}]
+
+
+def test_chat_style_tool_answers_are_paired_without_role_normalisation() -> None:
+    items = [
+        {"role": "user", "content": "run"},
+        {"type": "function_call", "call_id": "c1", "name": "exec_command", "arguments": "{}"},
+        {"role": "tool", "tool_call_id": "c1", "content": "ran"},
+        {"role": "tool", "tool_call_id": "nobody", "content": "stray"},
+    ]
+    messages = chat_messages(None, items)
+    assert_valid({"model": "m", "messages": messages})
+    assert messages[2] == {"role": "tool", "tool_call_id": "c1", "content": "ran"}
+    assert messages[3] == {"role": "user", "content": "[output of tool call nobody]\nstray"}

@@ -214,3 +214,35 @@ def test_fake_tool_reply_helper_round_trips() -> None:
     events += translator.finish()
     validate_events(events)
     assert [i["type"] for i in events[-1]["response"]["output"]] == ["reasoning", "custom_tool_call"]
+
+
+def test_calls_sharing_one_index_but_different_ids_stay_separate() -> None:
+    translator = ChatStreamTranslator("m", REQUEST)
+    events: list[dict[str, Any]] = []
+    for call_id, cmd in (("call_a", "ls"), ("call_b", "pwd")):
+        fragment = {
+            "index": 0,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": "exec_command", "arguments": json.dumps({"cmd": cmd})},
+        }
+        events += translator.feed(chunk({"tool_calls": [fragment]}))
+    events += translator.feed(chunk({}, "tool_calls")) + translator.finish()
+    validate_events(events)
+    calls = events[-1]["response"]["output"]
+    assert [(c["call_id"], json.loads(c["arguments"])["cmd"]) for c in calls] == [("call_a", "ls"), ("call_b", "pwd")]
+
+
+def test_tool_fragments_without_index() -> None:
+    translator = ChatStreamTranslator("m", REQUEST)
+    events = translator.feed(
+        chunk({"tool_calls": [{"id": "c1", "function": {"name": "exec_command", "arguments": '{"cmd":'}}]})
+    )
+    events += translator.feed(chunk({"tool_calls": [{"function": {"arguments": ' "ls"}'}}]}))
+    events += translator.feed(
+        chunk({"tool_calls": [{"id": "c2", "function": {"name": "view_image", "arguments": "{}"}}]}, "tool_calls")
+    )
+    events += translator.finish()
+    validate_events(events)
+    calls = events[-1]["response"]["output"]
+    assert [(c["name"], c["arguments"]) for c in calls] == [("exec_command", '{"cmd": "ls"}'), ("view_image", "{}")]

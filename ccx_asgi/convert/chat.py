@@ -125,6 +125,19 @@ def _tool_call(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _tool_answers(items: list[Any]) -> list[Any]:
+    """Chat-style tool answers (a message with a ``tool_call_id``) as ``function_call_output`` items,
+    so that pairing repair sees them: unpaired, they would be rejected upstream."""
+    out = []
+    for item in items:
+        call_id = item.get("tool_call_id") if isinstance(item, dict) else None
+        if isinstance(call_id, str) and call_id and item.get("type", "message") == "message":
+            text, _ = output_parts(item.get("content"))
+            item = {"type": "function_call_output", "call_id": call_id, "output": text}
+        out.append(item)
+    return out
+
+
 def chat_messages(instructions: Any, items: Any, *, reasoning_content: bool = True) -> list[dict[str, Any]]:
     """The Chat ``messages`` for a Responses ``instructions`` + ``input``.
 
@@ -161,7 +174,7 @@ def chat_messages(instructions: Any, items: Any, *, reasoning_content: bool = Tr
         messages.append(message)
         return message
 
-    for item in pair_tool_calls(items):
+    for item in pair_tool_calls(_tool_answers(items)):
         kind = item.get("type", "message")
         if kind in _OUTPUT_TYPES:
             text, parts = output_parts(item.get("output"))
@@ -200,11 +213,7 @@ def chat_messages(instructions: Any, items: Any, *, reasoning_content: bool = Tr
             message = assistant_message()
             message["content"] = content
         else:
-            message = {"role": role, "content": content}
-            call_id = item.get("tool_call_id")
-            if isinstance(call_id, str):
-                message["tool_call_id"] = call_id
-            messages.append(message)
+            messages.append({"role": role, "content": content})
     flush_images()
     return messages
 
@@ -418,6 +427,10 @@ class ChatStreamTranslator:
             # Some upstreams omit the index: a fragment with an id starts a call, others continue one.
             index = len(self._calls) if fragment.get("id") or not self._calls else max(self._calls)
         call = self._calls.setdefault(index, _Call())
+        fragment_id = fragment.get("id")
+        if isinstance(fragment_id, str) and fragment_id and call.call_id not in (None, fragment_id) and call.name:
+            # Some upstreams (Gemini's compatibility layer) reuse one index for several calls.
+            call = self._calls[max(self._calls) + 1] = _Call()
         if isinstance(fragment.get("id"), str) and fragment["id"] and call.call_id is None:
             call.call_id = fragment["id"]
         function = fragment.get("function")
