@@ -326,3 +326,18 @@ def test_chat_style_tool_answers_are_paired_without_role_normalisation() -> None
     assert_valid({"model": "m", "messages": messages})
     assert messages[2] == {"role": "tool", "tool_call_id": "c1", "content": "ran"}
     assert messages[3] == {"role": "user", "content": "[output of tool call nobody]\nstray"}
+
+
+def test_additional_tools_items_are_offered_too() -> None:
+    body = {
+        "model": "m",
+        "input": [
+            {"type": "additional_tools", "tools": [{"type": "function", "name": "late", "parameters": {}}]},
+            {"role": "user", "content": "x"},
+        ],
+        "tools": [{"type": "function", "name": "early", "parameters": {}}],
+    }
+    chat = convert(body)
+    assert_valid(chat)
+    assert [t["function"]["name"] for t in chat["tools"]] == ["early", "late"]
+    assert chat["messages"] == [{"role": "user", "content": "x"}]

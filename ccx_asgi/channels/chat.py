@@ -19,6 +19,7 @@ from ccx_asgi.convert.chat import (
     ChatOptions,
     ChatStreamTranslator,
     chat_to_response,
+    request_tools,
     to_chat_request,
 )
 from ccx_asgi.convert.tools import ToolCatalog
@@ -44,14 +45,13 @@ def chat_options(channel: ChannelConfig) -> ChatOptions:
 
 
 def _catalog(ctx: RequestContext, attempt: Attempt) -> ToolCatalog:
-    """The attempt body's tool catalog, built once per tools list and shared by request and answer."""
-    tools = attempt.body.get("tools")
+    """The attempt body's tool catalog, built once per body and shared by request and answer."""
     cached = ctx.extra.get(_CATALOG)
-    if cached is not None and cached[0] is tools:
+    if cached is not None and cached[0] is attempt.body:
         catalog: ToolCatalog = cached[1]
         return catalog
-    catalog = ToolCatalog.from_tools(tools)
-    ctx.extra[_CATALOG] = (tools, catalog)
+    catalog = ToolCatalog.from_tools(request_tools(attempt.body))
+    ctx.extra[_CATALOG] = (attempt.body, catalog)
     return catalog
 
 

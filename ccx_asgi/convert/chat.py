@@ -37,6 +37,7 @@ __all__ = [
     "chat_messages",
     "chat_to_response",
     "chat_usage",
+    "request_tools",
     "to_chat_request",
 ]
 
@@ -258,6 +259,17 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     return None
 
 
+def request_tools(body: dict[str, Any]) -> list[Any]:
+    """Every tool the request offers: ``tools`` plus those of ``additional_tools`` input items
+    (Codex's "responses lite" request shape moves tools there)."""
+    tools = list(body["tools"]) if isinstance(body.get("tools"), list) else []
+    items = body.get("input")
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, dict) and item.get("type") == "additional_tools" and isinstance(item.get("tools"), list):
+            tools.extend(item["tools"])
+    return tools
+
+
 def to_chat_request(
     body: dict[str, Any], *, model: str, options: ChatOptions | None = None, catalog: ToolCatalog | None = None
 ) -> dict[str, Any]:
@@ -269,7 +281,7 @@ def to_chat_request(
     not sent; ``prompt_cache_key`` only when ``options.prompt_cache_key``.
     """
     options = options or ChatOptions()
-    catalog = catalog if catalog is not None else ToolCatalog.from_tools(body.get("tools"))
+    catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(body))
     chat: dict[str, Any] = {
         "model": model,
         "messages": chat_messages(
@@ -368,7 +380,7 @@ class ChatStreamTranslator:
         response_id: str | None = None,
     ) -> None:
         self.stream = ResponseStream(model, request, response_id=response_id)
-        self.catalog = catalog if catalog is not None else ToolCatalog.from_tools((request or {}).get("tools"))
+        self.catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(request or {}))
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self._reasoning: int | None = None
