@@ -24,7 +24,7 @@ CODEX = Path(__file__).resolve().parents[1].parent / "shared" / "codex"
 
 
 def chat_channel(name: str = "chat", **fields: Any) -> dict[str, Any]:
-    return channel(name, service_type="openai", base_url=f"https://{name}.test/v1", **fields)
+    return channel(name, **{"service_type": "openai", "base_url": f"https://{name}.test/v1", **fields})
 
 
 def routed(**fakes: Any) -> httpx.AsyncBaseTransport:
@@ -246,3 +246,36 @@ async def test_unreadable_json_answer_is_an_upstream_error(make_app: AppFactory,
     response = await client_for(app).post("/responses", json={"model": "m", "input": "ping"})
     assert response.status_code >= 500
     assert "error" in response.json()
+
+
+async def test_real_http_stream_is_not_buffered() -> None:
+    import time
+
+    from ccx_asgi import create_app, load_settings
+    from tests.servers import serve
+
+    fake = FakeChatUpstream(script=lambda body: text_reply("one two three four five six"), delay=0.15)
+    with serve(fake) as upstream_url:
+        settings = load_settings(
+            proxy_access_key=PROXY_KEY,
+            channels=[ChannelConfig.model_validate(chat_channel(base_url=upstream_url))],
+        )
+        app = create_app(settings)
+        with serve(app) as url:
+            async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {PROXY_KEY}"}) as client:
+                start = time.monotonic()
+                first_delta = None
+                raw = b""
+                body = {"model": "m", "input": "count", "stream": True}
+                async with client.stream("POST", "/responses", json=body) as response:
+                    assert response.status_code == 200
+                    async for part in response.aiter_bytes():
+                        raw += part
+                        if first_delta is None and b"output_text.delta" in raw:
+                            first_delta = time.monotonic() - start
+                total = time.monotonic() - start
+        await app.aclose()
+    events = parse_sse(raw)
+    validate_events(events)
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "one two three four five six"
+    assert first_delta is not None and first_delta < total - 0.5, (first_delta, total)
