@@ -443,8 +443,8 @@ class ChatStreamTranslator:
         if isinstance(fragment_id, str) and fragment_id and call.call_id not in (None, fragment_id) and call.name:
             # Some upstreams (Gemini's compatibility layer) reuse one index for several calls.
             call = self._calls[max(self._calls) + 1] = _Call()
-        if isinstance(fragment.get("id"), str) and fragment["id"] and call.call_id is None:
-            call.call_id = fragment["id"]
+        if isinstance(fragment_id, str) and fragment_id and call.call_id is None:
+            call.call_id = fragment_id
         function = fragment.get("function")
         if not isinstance(function, dict):
             return
