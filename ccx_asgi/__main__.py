@@ -12,6 +12,8 @@ import sys
 from ccx_asgi.app import CCXApp
 from ccx_asgi.asgi import route_path, send_json
 from ccx_asgi.errors import ConfigurationError
+from ccx_asgi.hints import not_found_hint
+from ccx_asgi.observability import configure_logging
 from ccx_asgi.settings import CCXSettings, ChannelConfig, load_settings
 from ccx_asgi.types import Receive, Scope, Send
 
@@ -42,7 +44,8 @@ class StandaloneApp:
             await send_json(
                 send,
                 {"error": {
-                    "message": f"ccx_asgi serves the OpenAI Responses API under {MOUNT}: point clients at "
+                    "message": not_found_hint(path, path, mount=MOUNT)
+                    or f"ccx_asgi serves the OpenAI Responses API under {MOUNT}: point clients at "
                     f"a base URL ending in {MOUNT} (they append /responses).",
                     "type": "invalid_request_error", "param": None, "code": "not_found",
                 }},
@@ -74,12 +77,12 @@ def main() -> None:
     """Read the environment and serve until interrupted."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()
     except ConfigurationError as exc:
         print(f"ccx_asgi: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    configure_logging(settings.log_format, settings.log_level)
     if not settings.client_keys() and not _is_loopback(settings.host):
         print(
             f"ccx_asgi: refusing to listen on {settings.host} without CCX_PROXY_ACCESS_KEY "
@@ -90,7 +93,11 @@ def main() -> None:
     app = build_standalone(settings)
     logger.info("ccx_asgi listening on http://%s:%s%s", settings.host, settings.port, MOUNT)
     # "auto" picks uvloop and httptools when installed: they lower the latency floor for everyone.
-    uvicorn.run(app, host=settings.host, port=settings.port, loop="auto", http="auto", log_level="info")
+    # Our formatter for uvicorn's own lines too; its access log is replaced by ccx_asgi.requests.
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, loop="auto", http="auto",
+        log_level=settings.log_level.lower(), log_config=None, access_log=False,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

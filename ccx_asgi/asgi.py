@@ -10,7 +10,10 @@ import orjson
 from ccx_asgi.errors import InvalidRequestError, RequestTooLargeError
 from ccx_asgi.types import Receive, Scope, Send
 
-__all__ = ["header", "read_body", "request_id", "route_path", "send_json"]
+__all__ = ["REQUEST_ID_KEY", "header", "read_body", "request_id", "route_path", "send_json"]
+
+#: Scope key under which the app stores the request id it chose, so every layer reports the same one.
+REQUEST_ID_KEY = "ccx.request_id"
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -31,7 +34,14 @@ def route_path(scope: Scope) -> str:
 
 
 def request_id(scope: Scope) -> str:
-    """The client's ``x-request-id``/``x-client-request-id`` when sane, else a new ``req_…`` id."""
+    """The client's ``x-request-id``/``x-client-request-id`` when sane, else a new ``req_…`` id.
+
+    The id already chosen for this request (``scope[REQUEST_ID_KEY]``) wins, so a generated id is the
+    same in every layer, log line and header.
+    """
+    chosen = scope.get(REQUEST_ID_KEY)
+    if chosen is not None:
+        return str(chosen)
     for name in (b"x-request-id", b"x-client-request-id"):
         value = header(scope, name)
         if value and len(value) <= 128 and value.isascii() and all(32 < c < 127 for c in value):

@@ -157,6 +157,67 @@ class CCXSettings(BaseSettings):
     port: int = Field(default=3000, ge=0, le=65535, description="Standalone server port.")
     max_body_mb: float = Field(default=50, gt=0, description="Request body limit in MB (413 above).")
     redis_url: SecretStr | None = Field(default=None, description="Optional Redis URL for shared state.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Standalone server log format: text lines or one JSON object per line."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Standalone server log level (DEBUG adds redacted request bodies)."
+    )
+    metrics_path: str = Field(
+        default="/metrics", description="Prometheus endpoint path relative to the mount; empty disables it."
+    )
+    recent_requests: int = Field(
+        default=50, ge=0, le=10_000, description="Recent requests kept per channel for the admin API (0: none)."
+    )
+    models_from_upstream: bool = Field(
+        default=True, description="GET /models also lists each upstream's own model list."
+    )
+    models_cache_ttl: float = Field(default=60.0, ge=0, description="Seconds an upstream model list is cached.")
+    models_fetch_timeout: float = Field(
+        default=3.0, gt=0, description="Seconds to wait for an upstream model list before skipping it."
+    )
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("metrics_path")
+    @classmethod
+    def _check_metrics_path(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return ""
+        if not value.startswith("/") or value.rstrip("/") in ("", "/responses", "/models", "/admin"):
+            raise ValueError("must be a path such as /metrics (relative to the mount), or empty to disable")
+        return value.rstrip("/")
+
+    redis_prefix: str = Field(default="ccx", min_length=1, description="Prefix of every Redis key ccx_asgi writes.")
+    breaker_failure_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open a circuit.")
+    breaker_failure_ratio: float = Field(
+        default=0.7, gt=0, le=1, description="Failure share over the window that opens a circuit."
+    )
+    breaker_window: int = Field(default=20, ge=1, description="Recent outcomes per (channel, key) the ratio uses.")
+    breaker_min_requests: int = Field(default=10, ge=1, description="Outcomes needed before the ratio counts.")
+    breaker_backoff: float = Field(default=30.0, gt=0, description="Seconds an opened circuit waits before a probe.")
+    breaker_max_backoff: float = Field(default=600.0, gt=0, description="Cap of the doubling backoff (seconds).")
+    breaker_probe_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds before an unfinished half-open probe lets another one through."
+    )
+    key_park_seconds: float = Field(default=300.0, ge=0, description="Seconds a key rejected with 401/402/403 rests.")
+    max_retry_after: float = Field(default=600.0, ge=0, description="Cap on parking a key for its Retry-After.")
+    affinity_ttl: float = Field(default=1800.0, ge=0, description="Seconds a conversation sticks (0 disables).")
+    affinity_prefer_priority: bool = Field(
+        default=False, description="Let a healthy higher-priority channel win over the sticky one."
+    )
+    keepalive_interval: float = Field(
+        default=10.0, ge=0, description="Seconds of silence before a response.in_progress keep-alive (0 disables)."
+    )
 
     @field_validator("extra_proxy_access_keys", mode="before")
     @classmethod

@@ -30,56 +30,86 @@ class SSEParser:
     """
 
     def __init__(self, *, max_event_bytes: int = 64 * 1024 * 1024) -> None:
-        self._buffer = b""
+        # The unfinished line is kept as a list of pieces so that a long event arriving in many
+        # chunks is joined once, not copied again on every chunk.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self._event: str | None = None
         self._data: list[str] = []
+        self._data_size = 0
         self._max = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Parse ``chunk`` and return the events it completed."""
-        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\n" not in chunk:
+            if chunk:
+                self._pending.append(chunk)
+                self._pending_size += len(chunk)
+                self._check()
+            return []
+        if self._pending:
+            self._pending.append(chunk)
+            chunk = b"".join(self._pending)
+            self._pending = []
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        if tail:
+            self._pending.append(tail)
+        self._pending_size = len(tail)
         out: list[SSEEvent] = []
-        start = 0
-        while True:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            line = buffer[start:end]
-            start = end + 1
-            if line.endswith(b"\r"):
+        # The common lines (blank and "data: ...") are handled inline: this loop runs per upstream token.
+        data = self._data
+        for line in lines:
+            if line[-1:] == b"\r":
                 line = line[:-1]
-            self._line(line, out)
-        self._buffer = buffer[start:]
-        if len(self._buffer) + sum(len(d) for d in self._data) > self._max:
-            raise ValueError("upstream SSE event exceeds the size limit")
+            if not line:
+                if data or self._event is not None:
+                    out.append(SSEEvent(self._event, data[0] if len(data) == 1 else "\n".join(data)))
+                    data = self._data = []
+                    self._data_size = 0
+                self._event = None
+            elif line[:6] == b"data: ":
+                value = line[6:].decode("utf-8", "replace")
+                data.append(value)
+                self._data_size += len(value)
+            else:
+                self._line(line)
+        self._check()
         return out
 
-    def _line(self, line: bytes, out: list[SSEEvent]) -> None:
-        if not line:
-            if self._data or self._event is not None:
-                out.append(SSEEvent(self._event, "\n".join(self._data)))
-            self._event, self._data = None, []
-            return
+    def _check(self) -> None:
+        if self._pending_size + self._data_size > self._max:
+            raise ValueError("upstream SSE event exceeds the size limit")
+
+    def _line(self, line: bytes) -> None:
+        """A non-blank line other than ``data: ...``."""
         if line[:1] == b":":
             return
         name, sep, value = line.partition(b":")
         if sep and value[:1] == b" ":
             value = value[1:]
         if name == b"data":
-            self._data.append(value.decode("utf-8", "replace"))
+            text = value.decode("utf-8", "replace")
+            self._data.append(text)
+            self._data_size += len(text)
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
 
     def finish(self) -> list[SSEEvent]:
         """Flush an event the upstream left without its closing blank line."""
         out: list[SSEEvent] = []
-        if self._buffer:
-            line = self._buffer.rstrip(b"\r")
-            self._buffer = b""
-            self._line(line, out)
+        if self._pending:
+            line = b"".join(self._pending).rstrip(b"\r")
+            self._pending = []
+            self._pending_size = 0
+            if line:
+                self._line(line)
+            elif self._data or self._event is not None:
+                out.append(SSEEvent(self._event, "\n".join(self._data)))
+                self._event, self._data, self._data_size = None, [], 0
         if self._data:
             out.append(SSEEvent(self._event, "\n".join(self._data)))
-        self._event, self._data = None, []
+        self._event, self._data, self._data_size = None, [], 0
         return out
 
 

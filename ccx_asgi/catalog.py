@@ -1,0 +1,145 @@
+"""``GET /models``: the models clients may request, in OpenAI's list shape.
+
+The list is the configured names (``model_map`` keys and exact ``models`` allowlist entries, which
+never need the network) followed by each upstream's own list, fetched lazily on the first call and
+kept for ``ttl`` seconds. Upstream lists are filtered by the channel's allowlist. A slow or failing
+upstream never fails ``/models``: it is skipped (and remembered as empty for the TTL, so a dead
+upstream does not slow every call) and a warning is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+import orjson
+
+from ccx_asgi.routing import Allowlist, public_models
+from ccx_asgi.settings import ChannelConfig
+
+__all__ = ["ModelCatalog"]
+
+logger = logging.getLogger("ccx_asgi.models")
+
+_MAX_LIST_BYTES = 4 * 1024 * 1024
+_ANTHROPIC_VERSION = "2023-06-01"
+
+
+class ModelCatalog:
+    """Builds the ``/models`` answer for ``channels`` (enabled, in priority order).
+
+    ``client`` returns the shared ``httpx.AsyncClient``; ``fetch`` turns upstream lists off;
+    ``ttl`` and ``timeout`` are in seconds.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[ChannelConfig],
+        client: Callable[[], httpx.AsyncClient],
+        *,
+        fetch: bool = True,
+        ttl: float = 60.0,
+        timeout: float = 3.0,
+    ) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._timeout = httpx.Timeout(timeout)
+        self._static = [_entry(name, channel) for name, channel in public_models(channels)]
+        self._remote = (
+            [(c, Allowlist.compile(c.models)) for c in channels if c.service_type in ("responses", "chat", "claude")]
+            if fetch
+            else []
+        )
+        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._lock = asyncio.Lock()
+
+    async def listing(self, request_id: str) -> dict[str, Any]:
+        """The OpenAI-style list: configured names first, then upstream names, without duplicates."""
+        data = list(self._static)
+        if self._remote:
+            seen = {entry["id"] for entry in data}
+            for entries in await self._upstream_lists(request_id):
+                for entry in entries:
+                    if entry["id"] not in seen:
+                        seen.add(entry["id"])
+                        data.append(entry)
+        return {"object": "list", "data": data}
+
+    async def _upstream_lists(self, request_id: str) -> list[list[dict[str, Any]]]:
+        now = time.monotonic()
+        if any(self._stale(c.name, now) for c, _ in self._remote):
+            # One refresh at a time: concurrent callers wait for it instead of fetching again.
+            async with self._lock:
+                now = time.monotonic()
+                stale = [(c, a) for c, a in self._remote if self._stale(c.name, now)]
+                if stale:
+                    results = await asyncio.gather(*(self._fetch(c, a, request_id) for c, a in stale))
+                    for (channel, _), entries in zip(stale, results, strict=True):
+                        self._cache[channel.name] = (time.monotonic() + self._ttl, entries)
+        return [self._cache[c.name][1] for c, _ in self._remote if c.name in self._cache]
+
+    def _stale(self, name: str, now: float) -> bool:
+        cached = self._cache.get(name)
+        return cached is None or cached[0] <= now
+
+    async def _fetch(self, channel: ChannelConfig, allow: Allowlist, request_id: str) -> list[dict[str, Any]]:
+        headers = [("accept", "application/json"), ("x-request-id", request_id)]
+        key = channel.api_keys[0].get_secret_value() if channel.api_keys else None
+        url = channel.url("/models")
+        if channel.service_type == "claude":
+            headers.append(("anthropic-version", _ANTHROPIC_VERSION))
+            if key:
+                headers.append(("x-api-key", key))
+            url += "?limit=1000"
+        elif key:
+            headers.append(("authorization", f"Bearer {key}"))
+        headers.extend((k, v.get_secret_value()) for k, v in channel.headers.items())
+        try:
+            request = self._client().build_request("GET", url, headers=headers, timeout=self._timeout)
+            response = await self._client().send(request, stream=True)
+            try:
+                if response.status_code != 200:
+                    raise _ListError(f"HTTP {response.status_code}")
+                raw = bytearray()
+                async for chunk in response.aiter_bytes():
+                    raw += chunk
+                    if len(raw) > _MAX_LIST_BYTES:
+                        raise _ListError("list too large")
+            finally:
+                await response.aclose()
+            data = orjson.loads(raw)
+        except Exception as exc:  # a model list is a nicety: nothing about it may fail /models
+            logger.warning(
+                "channel %s: could not fetch the upstream model list for /models (%s); "
+                "listing configured names only for %gs",
+                channel.name,
+                str(exc) if isinstance(exc, _ListError) else type(exc).__name__,
+                self._ttl,
+            )
+            return []
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            logger.warning("channel %s: the upstream model list has no 'data' array", channel.name)
+            return []
+        return [
+            _entry(item["id"], channel.name, item.get("created"))
+            for item in items
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and allow.allows(item["id"])
+        ]
+
+
+class _ListError(Exception):
+    """An upstream model list that cannot be used."""
+
+
+def _entry(model: str, channel: str, created: Any = 0) -> dict[str, Any]:
+    return {
+        "id": model,
+        "object": "model",
+        "created": created if isinstance(created, int) and not isinstance(created, bool) else 0,
+        "owned_by": channel,
+    }

@@ -1,0 +1,214 @@
+"""Shared routing state (circuit breakers, parked keys, session affinity) behind one small interface.
+
+:class:`StateStore` is four operations on JSON-able dicts with a per-entry TTL. Two backends:
+
+- :class:`MemoryStore` (the default): a ``cachetools.TLRUCache`` per process, with an injectable
+  clock so tests move time instead of sleeping.
+- :class:`RedisStore` (when ``CCX_REDIS_URL`` is set): the same data in Redis under one prefix, so
+  several gateway instances share breakers and affinity. Every write also goes to a local
+  :class:`MemoryStore`; when Redis fails the store logs it once, serves from the local copy and
+  retries Redis after a pause. A Redis outage never fails a request.
+
+Updates are read-modify-write without a transaction: two instances updating the same breaker at the
+same moment may lose one increment. That costs at most one extra failure before a breaker opens and
+buys one round trip per request instead of a ``WATCH``/``MULTI`` cycle. The half-open probe, which
+must be exclusive, uses an atomic ``SET NX`` (:meth:`StateStore.claim`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import orjson
+from cachetools import TLRUCache
+
+from ccx_asgi.errors import ConfigurationError
+
+__all__ = ["Clock", "MemoryStore", "RedisStore", "StateStore", "create_store"]
+
+logger = logging.getLogger("ccx_asgi.state")
+
+#: A wall clock in seconds. Wall time (not monotonic) because Redis shares it between hosts.
+Clock = Callable[[], float]
+_T = TypeVar("_T")
+
+
+class StateStore(Protocol):
+    """What routing needs from a state backend: TTL'd JSON records and one atomic claim."""
+
+    async def get(self, namespace: str, key: str) -> dict[str, Any] | None:
+        """The record, or ``None`` when absent or expired."""
+
+    async def set(self, namespace: str, key: str, value: dict[str, Any], ttl: float) -> None:
+        """Store ``value`` for ``ttl`` seconds."""
+
+    async def delete(self, namespace: str, key: str) -> None:
+        """Forget the record (no error when absent)."""
+
+    async def claim(self, namespace: str, key: str, ttl: float) -> bool:
+        """Atomically create a marker for ``ttl`` seconds; ``False`` when it already exists."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+
+class MemoryStore:
+    """In-process state in a ``TLRUCache`` (per-entry TTL). ``clock`` drives expiry (tests inject one)."""
+
+    def __init__(self, *, maxsize: int = 100_000, clock: Clock = time.time) -> None:
+        self.clock = clock
+        self._cache: TLRUCache[tuple[str, str], tuple[dict[str, Any], float]] = TLRUCache(
+            maxsize=maxsize, ttu=lambda _key, value, _now: value[1], timer=clock
+        )
+
+    async def get(self, namespace: str, key: str) -> dict[str, Any] | None:
+        """See :meth:`StateStore.get`."""
+        entry = self._cache.get((namespace, key))
+        return dict(entry[0]) if entry is not None else None
+
+    async def set(self, namespace: str, key: str, value: dict[str, Any], ttl: float) -> None:
+        """See :meth:`StateStore.set`."""
+        self._cache[(namespace, key)] = (dict(value), self.clock() + max(ttl, 0.001))
+
+    async def delete(self, namespace: str, key: str) -> None:
+        """See :meth:`StateStore.delete`."""
+        self._cache.pop((namespace, key), None)
+
+    async def claim(self, namespace: str, key: str, ttl: float) -> bool:
+        """See :meth:`StateStore.claim` (atomic: no await between the check and the write)."""
+        if (namespace, key) in self._cache:
+            return False
+        self._cache[(namespace, key)] = ({}, self.clock() + max(ttl, 0.001))
+        return True
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class RedisStore:
+    """State in Redis shared by every instance, degrading to a local :class:`MemoryStore`.
+
+    ``url`` is a ``redis://`` URL; ``prefix`` namespaces the keys (``<prefix>:<namespace>:<key>``);
+    ``timeout`` bounds each Redis call so a hung server cannot hold a request for long;
+    ``retry_after`` is how long to serve locally after a Redis failure before trying Redis again.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "ccx",
+        timeout: float = 0.5,
+        retry_after: float = 5.0,
+        clock: Clock = time.time,
+    ) -> None:
+        try:
+            from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+        except ImportError:  # pragma: no cover - depends on the installation
+            raise ConfigurationError(
+                "CCX_REDIS_URL is set but the 'redis' package is not installed: pip install 'ccx-asgi[redis]'"
+            ) from None
+
+        # No client-side retries: a failure falls back to local state at once instead of stalling.
+        self._redis = Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
+        self.prefix = prefix
+        self.local = MemoryStore(clock=clock)
+        self.retry_after = retry_after
+        self._clock = clock
+        self._down_until = 0.0
+        self._degraded = False
+
+    @property
+    def healthy(self) -> bool:
+        """Whether Redis is currently in use (``False`` while serving from local state)."""
+        return self._clock() >= self._down_until
+
+    def _key(self, namespace: str, key: str) -> str:
+        return f"{self.prefix}:{namespace}:{key}"
+
+    async def _call(self, action: Callable[[], Awaitable[_T]], fallback: Callable[[], Awaitable[_T]]) -> _T:
+        if not self.healthy:
+            return await fallback()
+        try:
+            result = await action()
+        except Exception as exc:  # any Redis or socket failure must degrade, never fail the request
+            log = logger.debug if self._degraded else logger.warning
+            log(
+                "Redis state store unavailable (%s: %s); using local state, retrying Redis in %gs",
+                type(exc).__name__,
+                exc,
+                self.retry_after,
+            )
+            self._degraded = True
+            self._down_until = self._clock() + self.retry_after
+            return await fallback()
+        if self._degraded:
+            logger.warning("Redis state store reachable again; shared state resumed")
+            self._degraded = False
+        return result
+
+    async def get(self, namespace: str, key: str) -> dict[str, Any] | None:
+        """See :meth:`StateStore.get`."""
+
+        async def action() -> dict[str, Any] | None:
+            raw = await self._redis.get(self._key(namespace, key))
+            if raw is None:
+                return None
+            value = orjson.loads(raw)
+            return value if isinstance(value, dict) else None
+
+        return await self._call(action, lambda: self.local.get(namespace, key))
+
+    async def set(self, namespace: str, key: str, value: dict[str, Any], ttl: float) -> None:
+        """See :meth:`StateStore.set` (also kept locally for an outage)."""
+        await self.local.set(namespace, key, value, ttl)
+
+        async def action() -> None:
+            await self._redis.set(self._key(namespace, key), orjson.dumps(value), px=max(1, int(ttl * 1000)))
+
+        async def nothing() -> None:
+            return None
+
+        await self._call(action, nothing)
+
+    async def delete(self, namespace: str, key: str) -> None:
+        """See :meth:`StateStore.delete`."""
+        await self.local.delete(namespace, key)
+
+        async def action() -> None:
+            await self._redis.delete(self._key(namespace, key))
+
+        async def nothing() -> None:
+            return None
+
+        await self._call(action, nothing)
+
+    async def claim(self, namespace: str, key: str, ttl: float) -> bool:
+        """See :meth:`StateStore.claim` (``SET NX PX`` in Redis)."""
+
+        async def action() -> bool:
+            won = await self._redis.set(self._key(namespace, key), b"1", nx=True, px=max(1, int(ttl * 1000)))
+            return bool(won)
+
+        return await self._call(action, lambda: self.local.claim(namespace, key, ttl))
+
+    async def aclose(self) -> None:
+        """Close the Redis connection pool."""
+        try:
+            await self._redis.aclose()
+        except Exception:  # closing a dead connection must not break shutdown
+            logger.debug("error while closing the Redis client", exc_info=True)
+
+
+def create_store(redis_url: str | None, *, prefix: str = "ccx", clock: Clock = time.time) -> StateStore:
+    """A :class:`RedisStore` when ``redis_url`` is given, else a :class:`MemoryStore`."""
+    if redis_url:
+        return RedisStore(redis_url, prefix=prefix, clock=clock)
+    return MemoryStore(clock=clock)

@@ -1,0 +1,96 @@
+"""Request ids: accepted from the client or generated, returned, forwarded upstream once, logged."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import httpx
+import pytest
+
+from tests.conftest import AppFactory
+from tests.fakes.responses_upstream import FakeResponsesUpstream
+from tests.sdk import parse_sse, validate_events
+
+
+class RecordingTransport(httpx.ASGITransport):
+    """The strict fake upstream behind an ASGI transport that keeps every raw request header list."""
+
+    def __init__(self) -> None:
+        self.fake = FakeResponsesUpstream()
+        super().__init__(app=self.fake)
+        self.seen: list[list[tuple[str, str]]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append([(k.lower(), v) for k, v in request.headers.multi_items()])
+        return await super().handle_async_request(request)
+
+    def ids(self) -> list[str]:
+        """The ``x-request-id`` values of the last upstream request (a list, to catch duplicates)."""
+        return [v for k, v in self.seen[-1] if k == "x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"x-request-id": "client-id-1"}, "client-id-1"),
+        ({"x-client-request-id": "codex-turn-7"}, "codex-turn-7"),
+        ({"x-request-id": "first", "x-client-request-id": "second"}, "first"),
+    ],
+)
+async def test_client_id_is_returned_and_forwarded_once(
+    make_app: AppFactory, client_for, headers: dict[str, str], expected: str
+) -> None:
+    transport = RecordingTransport()
+    client = client_for(make_app(transport=transport))
+    response = await client.post("/responses", json={"model": "m", "input": "hi", "stream": True}, headers=headers)
+    assert response.status_code == 200
+    validate_events(parse_sse(response.content))
+    assert response.headers["x-request-id"] == expected
+    assert transport.ids() == [expected]
+
+
+async def test_generated_id_is_the_same_everywhere(
+    make_app: AppFactory, client_for, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = RecordingTransport()
+    client = client_for(make_app(transport=transport))
+    with caplog.at_level(logging.INFO, logger="ccx_asgi.requests"):
+        response = await client.post("/responses", json={"model": "m", "input": "hi"})
+    assert response.status_code == 200
+    rid = response.headers["x-request-id"]
+    assert re.fullmatch(r"req_[0-9a-f]{24}", rid)
+    assert transport.ids() == [rid]
+    logged = [r.ccx for r in caplog.records if r.name == "ccx_asgi.requests"]  # type: ignore[attr-defined]
+    assert [f["request_id"] for f in logged] == [rid]
+
+
+@pytest.mark.parametrize("bad", ["has space", "x" * 129, "tab\tinside"])
+async def test_unusable_client_ids_are_replaced(make_app: AppFactory, client_for, bad: str) -> None:
+    transport = RecordingTransport()
+    client = client_for(make_app(transport=transport))
+    response = await client.post("/responses", json={"model": "m", "input": "hi"}, headers={"x-request-id": bad})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"].startswith("req_")
+    assert transport.ids() == [response.headers["x-request-id"]]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "key", "status"),
+    [
+        ("POST", "/responses", None, 401),
+        ("POST", "/responses", "proxy-key-for-tests", 400),
+        ("GET", "/models", None, 401),
+        ("GET", "/nowhere", "proxy-key-for-tests", 404),
+        ("GET", "/admin/channels", "wrong", 401),
+        ("GET", "/models", "proxy-key-for-tests", 200),
+    ],
+)
+async def test_every_answer_carries_the_id(
+    make_app: AppFactory, client_for, method: str, path: str, key: str | None, status: int
+) -> None:
+    client = client_for(make_app(models_from_upstream=False), key=key)
+    response = await client.request(method, path, content=b"{}", headers={"x-request-id": "trace-me"})
+    assert response.status_code == status
+    assert response.headers["x-request-id"] == "trace-me"
+    assert response.headers.get_list("x-request-id") == ["trace-me"]
