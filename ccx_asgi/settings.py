@@ -72,6 +72,23 @@ class ChannelConfig(BaseModel):
         default=300.0, gt=0, description="Seconds the upstream may stay silent between two chunks of its answer."
     )
     write_timeout: float = Field(default=30.0, gt=0, description="Seconds to send the request body.")
+    # chat channel options
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
+        default="max_tokens", description="Chat: the field that carries max_output_tokens."
+    )
+    chat_strict_tools: bool = Field(default=False, description="Chat: send tools' `strict` flag upstream.")
+    chat_prompt_cache_key: bool = Field(default=False, description="Chat: forward `prompt_cache_key` upstream.")
+    chat_stream_usage: bool = Field(
+        default=True, description="Chat: ask for usage in streams (`stream_options.include_usage`)."
+    )
+    chat_reasoning_effort: Literal["reasoning_effort", "reasoning", "none"] = Field(
+        default="reasoning_effort",
+        description="Chat: how reasoning.effort is sent: `reasoning_effort`, `reasoning: {effort}`, or not at all.",
+    )
+    chat_reasoning_content: bool = Field(
+        default=True, description="Chat: pass earlier reasoning back as `reasoning_content` on assistant turns."
+    )
+
     # claude channel options
     anthropic_version: str = Field(default="2023-06-01", description="claude: the anthropic-version header.")
     default_max_tokens: int = Field(

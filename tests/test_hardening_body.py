@@ -52,9 +52,16 @@ async def call(app: CCXApp, chunks: Iterator[bytes], headers: list[tuple[bytes, 
         "headers": [(b"authorization", f"Bearer {PROXY_KEY}".encode()), *(headers or [])],
     }
 
+    body_done = False
+
     async def receive() -> dict[str, Any]:
+        nonlocal body_done
+        if body_done:
+            # As an ASGI server does once the body is read: wait until the client goes away.
+            await asyncio.Event().wait()
         result.receive_calls += 1
         chunk = next(chunks, None)
+        body_done = chunk is None
         return {"type": "http.request", "body": chunk or b"", "more_body": chunk is not None}
 
     async def send(message: dict[str, Any]) -> None:

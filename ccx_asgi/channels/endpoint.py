@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from ccx_asgi.channels.base import ChannelAdapter, StreamTranslator
+from ccx_asgi.channels.chat import ChatAdapter
 from ccx_asgi.channels.claude import ClaudeAdapter
 from ccx_asgi.channels.responses import TERMINAL_EVENTS, ResponsesAdapter
 from ccx_asgi.context import Attempt, RequestContext, get_context
@@ -46,8 +47,12 @@ __all__ = ["ADAPTERS", "CLIENT_STREAM", "ChannelEndpoint", "ClientStream", "clie
 logger = logging.getLogger("ccx_asgi.upstream")
 
 #: Adapters by ``service_type``. The demo channel speaks native Responses.
-ADAPTERS: dict[str, ChannelAdapter] = {"responses": ResponsesAdapter(), "demo": ResponsesAdapter()}
-ADAPTERS["claude"] = ClaudeAdapter()
+ADAPTERS: dict[str, ChannelAdapter] = {
+    "responses": ResponsesAdapter(),
+    "demo": ResponsesAdapter(),
+    "chat": ChatAdapter(),
+    "claude": ClaudeAdapter(),
+}
 
 #: Key of the request's :class:`ClientStream` in ``RequestContext.extra``.
 CLIENT_STREAM = "ccx.client_stream"

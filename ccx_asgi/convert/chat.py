@@ -1,0 +1,567 @@
+"""Responses ⇄ OpenAI Chat Completions, as pure functions and a pure stream state machine.
+
+- :func:`to_chat_request` turns a Responses request body into a Chat Completions body (see
+  ``shared/reference/conversion.md`` for the table it implements).
+- :class:`ChatStreamTranslator` turns Chat stream chunks into Responses events through
+  :class:`~ccx_asgi.convert.events.ResponseStream` (``feed(chunk) -> events``, ``finish() -> events``).
+- :func:`chat_to_response` turns a non-streaming Chat completion into a Responses object.
+
+Nothing here does I/O. Tools go through the shared :class:`~ccx_asgi.convert.tools.ToolCatalog`
+(custom tools become one-string-argument functions, namespaces are flattened) so upstream calls
+come back as ``custom_tool_call`` items or ``function_call`` items with their ``namespace``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from ccx_asgi.convert.events import ResponseStream, new_id, usage_dict
+from ccx_asgi.convert.tools import (
+    ToolCatalog,
+    ToolSpec,
+    custom_input,
+    output_parts,
+    pair_tool_calls,
+    upstream_tool_name,
+)
+from ccx_asgi.types import Event
+
+__all__ = [
+    "ChatConversionError",
+    "ChatOptions",
+    "ChatStreamTranslator",
+    "chat_messages",
+    "chat_to_response",
+    "chat_usage",
+    "request_tools",
+    "to_chat_request",
+]
+
+logger = logging.getLogger("ccx_asgi.convert.chat")
+
+_TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
+_CALL_TYPES = frozenset({"function_call", "custom_tool_call"})
+_OUTPUT_TYPES = frozenset({"function_call_output", "custom_tool_call_output"})
+_SAME_NAME_FIELDS = ("temperature", "top_p", "stop", "user", "seed", "frequency_penalty", "presence_penalty")
+_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+class ChatConversionError(ValueError):
+    """An upstream answer that cannot be read as a Chat completion."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatOptions:
+    """What a Chat upstream accepts (the ``chat`` options of a channel; defaults suit most upstreams)."""
+
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    strict_tools: bool = False
+    prompt_cache_key: bool = False
+    stream_usage: bool = True
+    reasoning_effort: Literal["reasoning_effort", "reasoning", "none"] = "reasoning_effort"
+    reasoning_content: bool = True
+
+
+# -- Responses → Chat request ------------------------------------------------------------------
+
+
+def _content(parts: Any, role: str) -> str | list[dict[str, Any]]:
+    """Message content: a plain string when it is only text (every upstream accepts that), parts
+    when it carries images (only user messages may)."""
+    if isinstance(parts, str):
+        return parts
+    texts: list[str] = []
+    chat_parts: list[dict[str, Any]] = []
+    has_image = False
+    for part in parts if isinstance(parts, list) else ():
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind in _TEXT_PARTS and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+            chat_parts.append({"type": "text", "text": part["text"]})
+        elif kind == "refusal" and isinstance(part.get("refusal"), str):
+            texts.append(part["refusal"])
+            chat_parts.append({"type": "text", "text": part["refusal"]})
+        elif kind == "input_image" and role == "user" and isinstance(part.get("image_url"), str):
+            image: dict[str, Any] = {"url": part["image_url"]}
+            if part.get("detail") in ("low", "high", "auto"):
+                image["detail"] = part["detail"]
+            chat_parts.append({"type": "image_url", "image_url": image})
+            has_image = True
+        else:
+            # Files, audio and images outside user turns have no portable Chat form.
+            logger.debug("chat: dropped a %s content part (role %s)", kind, role)
+    return chat_parts if has_image else "\n\n".join(texts)
+
+
+def _reasoning_text(item: dict[str, Any]) -> str:
+    texts = []
+    for key in ("content", "summary"):
+        for part in item.get(key) or ():
+            if isinstance(part, dict) and isinstance(part.get("text"), str) and part["text"]:
+                texts.append(part["text"])
+        if texts:  # raw reasoning when present, else the summary: never both copies
+            break
+    return "\n\n".join(texts)
+
+
+def _tool_call(item: dict[str, Any]) -> dict[str, Any]:
+    name = item.get("name") if isinstance(item.get("name"), str) else "tool"
+    namespace = item.get("namespace") if isinstance(item.get("namespace"), str) else None
+    if item.get("type") == "custom_tool_call":
+        raw = item.get("input")
+        arguments = orjson.dumps({"input": raw if isinstance(raw, str) else ""}).decode()
+    else:
+        raw = item.get("arguments")
+        arguments = raw if isinstance(raw, str) and raw.strip() else "{}"
+    return {
+        "id": item["call_id"],
+        "type": "function",
+        "function": {"name": upstream_tool_name(name or "tool", namespace), "arguments": arguments},
+    }
+
+
+def _tool_answers(items: list[Any]) -> list[Any]:
+    """Chat-style tool answers (a message with a ``tool_call_id``) as ``function_call_output`` items,
+    so that pairing repair sees them: unpaired, they would be rejected upstream."""
+    out = []
+    for item in items:
+        call_id = item.get("tool_call_id") if isinstance(item, dict) else None
+        if isinstance(call_id, str) and call_id and item.get("type", "message") == "message":
+            text, _ = output_parts(item.get("content"))
+            item = {"type": "function_call_output", "call_id": call_id, "output": text}
+        out.append(item)
+    return out
+
+
+def chat_messages(instructions: Any, items: Any, *, reasoning_content: bool = True) -> list[dict[str, Any]]:
+    """The Chat ``messages`` for a Responses ``instructions`` + ``input``.
+
+    Tool-call pairing is repaired first (:func:`pair_tool_calls`), consecutive calls become one
+    assistant message (merged into a directly preceding assistant text), reasoning goes on the next
+    assistant message as ``reasoning_content``, and images from tool outputs follow the tool
+    messages as one user message (Chat tool messages carry text only).
+    """
+    messages: list[dict[str, Any]] = []
+    if isinstance(instructions, str) and instructions:
+        messages.append({"role": "system", "content": instructions})
+    if isinstance(items, str):
+        messages.append({"role": "user", "content": items})
+        return messages
+    if not isinstance(items, list):
+        return messages
+
+    reasoning: list[str] = []
+    images: list[dict[str, Any]] = []
+
+    def flush_images() -> None:
+        if images:
+            messages.append(
+                {"role": "user", "content": [{"type": "text", "text": "[images from tool output]"}, *images]}
+            )
+            images.clear()
+
+    def assistant_message() -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": None}
+        if reasoning:
+            if reasoning_content:
+                message["reasoning_content"] = "\n\n".join(reasoning)
+            reasoning.clear()
+        messages.append(message)
+        return message
+
+    for item in pair_tool_calls(_tool_answers(items)):
+        kind = item.get("type", "message")
+        if kind in _OUTPUT_TYPES:
+            text, parts = output_parts(item.get("output"))
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
+            for part in parts:
+                image: dict[str, Any] = {"url": part["image_url"]}
+                if part.get("detail") in ("low", "high", "auto"):
+                    image["detail"] = part["detail"]
+                images.append({"type": "image_url", "image_url": image})
+            continue
+        if kind == "reasoning":
+            text = _reasoning_text(item)
+            if text:
+                reasoning.append(text)
+            continue
+        if kind in _CALL_TYPES:
+            flush_images()
+            last = messages[-1] if messages else None
+            if last is None or last["role"] != "assistant":
+                last = assistant_message()
+            elif reasoning:
+                # Reasoning between a text answer and its calls still belongs to this turn.
+                if reasoning_content:
+                    prior = last.get("reasoning_content")
+                    last["reasoning_content"] = "\n\n".join([*([prior] if prior else []), *reasoning])
+                reasoning.clear()
+            last.setdefault("tool_calls", []).append(_tool_call(item))
+            continue
+        if kind != "message":
+            logger.debug("chat: dropped a %s input item (no Chat equivalent)", kind)
+            continue
+        flush_images()
+        role = str(item.get("role") or "user")
+        content = _content(item.get("content"), role)
+        if role == "assistant":
+            message = assistant_message()
+            message["content"] = content
+        else:
+            messages.append({"role": role, "content": content})
+    flush_images()
+    return messages
+
+
+def _chat_tool(spec: ToolSpec, strict: bool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": spec.upstream_name, "parameters": spec.parameters}
+    if spec.description:
+        function["description"] = spec.description
+    if strict and spec.strict is not None:
+        function["strict"] = spec.strict
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: Any, catalog: ToolCatalog) -> Any:
+    if isinstance(choice, str):
+        return choice if choice in ("auto", "none", "required") else "auto"
+    if not isinstance(choice, dict):
+        return "auto"
+    kind = choice.get("type")
+    if kind in ("function", "custom") and isinstance(choice.get("name"), str):
+        namespace = choice.get("namespace") if isinstance(choice.get("namespace"), str) else None
+        if catalog.has(choice["name"], namespace):
+            return {"type": "function", "function": {"name": upstream_tool_name(choice["name"], namespace)}}
+    elif kind == "allowed_tools" and choice.get("mode") in ("auto", "required"):
+        return choice["mode"]
+    return "auto"  # a choice naming a dropped (hosted) tool
+
+
+def _response_format(text: Any) -> dict[str, Any] | None:
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(fmt, dict):
+        return None
+    if fmt.get("type") == "json_schema":
+        schema: dict[str, Any] = {"name": fmt.get("name") or "response", "schema": fmt.get("schema") or {}}
+        if isinstance(fmt.get("strict"), bool):
+            schema["strict"] = fmt["strict"]
+        if isinstance(fmt.get("description"), str):
+            schema["description"] = fmt["description"]
+        return {"type": "json_schema", "json_schema": schema}
+    if fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def request_tools(body: dict[str, Any]) -> list[Any]:
+    """Every tool the request offers: ``tools`` plus those of ``additional_tools`` input items
+    (Codex's "responses lite" request shape moves tools there)."""
+    tools = list(body["tools"]) if isinstance(body.get("tools"), list) else []
+    items = body.get("input")
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, dict) and item.get("type") == "additional_tools" and isinstance(item.get("tools"), list):
+            tools.extend(item["tools"])
+    return tools
+
+
+def to_chat_request(
+    body: dict[str, Any], *, model: str, options: ChatOptions | None = None, catalog: ToolCatalog | None = None
+) -> dict[str, Any]:
+    """Convert a Responses request ``body`` into a Chat Completions body for ``model``.
+
+    ``catalog`` is the body's :class:`ToolCatalog` when the caller already built it (it is needed
+    again to translate the answer). Fields with no Chat meaning (``store``, ``include``,
+    ``metadata``, ``client_metadata``, ``truncation``, ``service_tier``, ``text.verbosity`` …) are
+    not sent; ``prompt_cache_key`` only when ``options.prompt_cache_key``.
+    """
+    options = options or ChatOptions()
+    catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(body))
+    chat: dict[str, Any] = {
+        "model": model,
+        "messages": chat_messages(
+            body.get("instructions"), body.get("input"), reasoning_content=options.reasoning_content
+        ),
+    }
+    if catalog.specs:
+        chat["tools"] = [_chat_tool(spec, options.strict_tools) for spec in catalog.specs]
+        if "tool_choice" in body:
+            chat["tool_choice"] = _tool_choice(body["tool_choice"], catalog)
+        if isinstance(body.get("parallel_tool_calls"), bool):
+            chat["parallel_tool_calls"] = body["parallel_tool_calls"]
+    for name in _SAME_NAME_FIELDS:
+        if body.get(name) is not None:
+            chat[name] = body[name]
+    if isinstance(body.get("max_output_tokens"), int):
+        chat[options.max_tokens_field] = body["max_output_tokens"]
+    reasoning = body.get("reasoning")
+    effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+    if isinstance(effort, str) and options.reasoning_effort != "none":
+        if options.reasoning_effort == "reasoning":
+            chat["reasoning"] = {"effort": effort}
+        else:
+            chat["reasoning_effort"] = effort
+    response_format = _response_format(body.get("text"))
+    if response_format is not None:
+        chat["response_format"] = response_format
+    if options.prompt_cache_key and isinstance(body.get("prompt_cache_key"), str):
+        chat["prompt_cache_key"] = body["prompt_cache_key"]
+    if body.get("stream") is True:
+        chat["stream"] = True
+        if options.stream_usage:
+            chat["stream_options"] = {"include_usage": True}
+    return chat
+
+
+# -- Chat → Responses ------------------------------------------------------------------------
+
+
+def chat_usage(usage: Any) -> dict[str, Any] | None:
+    """A Chat ``usage`` object in Responses terms (``input_tokens`` includes cached tokens)."""
+    if not isinstance(usage, dict):
+        return None
+
+    def number(value: Any) -> int:
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    prompt = usage.get("prompt_tokens_details")
+    completion = usage.get("completion_tokens_details")
+    cached = number(prompt.get("cached_tokens")) if isinstance(prompt, dict) else 0
+    # DeepSeek and Kimi report cache hits in their own fields.
+    cached = cached or number(usage.get("prompt_cache_hit_tokens")) or number(usage.get("cached_tokens"))
+    return usage_dict(
+        number(usage.get("prompt_tokens")),
+        number(usage.get("completion_tokens")),
+        cached_tokens=cached,
+        reasoning_tokens=number(completion.get("reasoning_tokens")) if isinstance(completion, dict) else 0,
+    )
+
+
+@dataclass(slots=True)
+class _Call:
+    """One upstream tool call being streamed (by its ``index``)."""
+
+    call_id: str | None = None
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+    output_index: int | None = None
+    custom: bool = False
+
+
+def _reasoning_delta(delta: dict[str, Any]) -> str:
+    for key in ("reasoning_content", "reasoning"):
+        value = delta.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+class ChatStreamTranslator:
+    """Chat Completions stream chunks → Responses events (pure; see the module docstring).
+
+    Items appear in the order the upstream produced them: reasoning, then text, then tool calls
+    (one item per call ``index``, opened once its name is known so ``output_item.added`` carries the
+    real name and ``call_id``). Items are closed when the upstream gives its ``finish_reason``; the
+    terminal event waits for :meth:`finish`, because the usage chunk comes after the finish chunk.
+    A stream that ends without a ``finish_reason`` ends in ``response.failed``.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        request: dict[str, Any] | None = None,
+        *,
+        catalog: ToolCatalog | None = None,
+        response_id: str | None = None,
+    ) -> None:
+        self.stream = ResponseStream(model, request, response_id=response_id)
+        self.catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(request or {}))
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self._reasoning: int | None = None
+        self._text: int | None = None
+        self._calls: dict[int, _Call] = {}
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def feed(self, data: dict[str, Any]) -> list[Event]:
+        """Translate one upstream chunk."""
+        if self.stream.terminal is not None:
+            return []
+        error = data.get("error")
+        if isinstance(error, dict | str):
+            return self._upstream_error(error)
+        self.stream.start()
+        if isinstance(data.get("usage"), dict):
+            self.usage = chat_usage(data["usage"])
+        for choice in data.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue  # n > 1 is never requested; extra choices are not ours to show
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                self._delta(delta)
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str) and reason and self.finish_reason is None:
+                self.finish_reason = reason
+                self._close_items()
+        return self.stream.take()
+
+    def _delta(self, delta: dict[str, Any]) -> None:
+        stream = self.stream
+        reasoning = _reasoning_delta(delta)
+        if reasoning:
+            if self._text is not None:  # reasoning after text starts a new reasoning item
+                self._close(self._text)
+                self._text = None
+            if self._reasoning is None:
+                self._reasoning = stream.open_item("reasoning")
+            stream.delta(self._reasoning, reasoning)
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            if self._reasoning is not None:
+                self._close(self._reasoning)
+                self._reasoning = None
+            if self._text is None:
+                self._text = stream.open_item("message")
+            stream.delta(self._text, content)
+        for fragment in delta.get("tool_calls") or ():
+            if isinstance(fragment, dict):
+                self._tool_fragment(fragment)
+
+    def _tool_fragment(self, fragment: dict[str, Any]) -> None:
+        index = fragment.get("index")
+        if not isinstance(index, int):
+            # Some upstreams omit the index: a fragment with an id starts a call, others continue one.
+            index = len(self._calls) if fragment.get("id") or not self._calls else max(self._calls)
+        call = self._calls.setdefault(index, _Call())
+        fragment_id = fragment.get("id")
+        if isinstance(fragment_id, str) and fragment_id and call.call_id not in (None, fragment_id) and call.name:
+            # Some upstreams (Gemini's compatibility layer) reuse one index for several calls.
+            call = self._calls[max(self._calls) + 1] = _Call()
+        if isinstance(fragment_id, str) and fragment_id and call.call_id is None:
+            call.call_id = fragment_id
+        function = fragment.get("function")
+        if not isinstance(function, dict):
+            return
+        name = function.get("name")
+        if isinstance(name, str) and name and not call.name:
+            call.name = name
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            call.arguments.append(arguments)
+            if call.output_index is not None and not call.custom:
+                self.stream.delta(call.output_index, arguments)
+        if call.output_index is None and call.name:
+            self._open_call(call)
+
+    def _open_call(self, call: _Call) -> None:
+        for attr in ("_reasoning", "_text"):
+            index = getattr(self, attr)
+            if index is not None:
+                self._close(index)
+                setattr(self, attr, None)
+        spec = self.catalog.resolve(call.name)
+        call.call_id = call.call_id or new_id("call")
+        if spec is not None and spec.kind == "custom":
+            call.custom = True
+            call.output_index = self.stream.open_item("custom_tool_call", call_id=call.call_id, name=spec.name)
+            return
+        name, namespace = (spec.name, spec.namespace) if spec is not None else (call.name, None)
+        call.output_index = self.stream.open_item("function_call", call_id=call.call_id, name=name, namespace=namespace)
+        self.stream.delta(call.output_index, "".join(call.arguments))
+
+    def _close(self, index: int, status: str = "completed") -> None:
+        if self.stream.is_open(index):
+            self.stream.close_item(index, status=status)
+
+    def _close_call(self, call: _Call, status: str) -> None:
+        if call.output_index is None or not self.stream.is_open(call.output_index):
+            return
+        if call.custom:
+            # Freeform input arrives JSON-wrapped ({"input": "..."}): only the whole text is the input.
+            self.stream.delta(call.output_index, custom_input("".join(call.arguments)))
+        self._close(call.output_index, status)
+
+    def _close_items(self, status: str = "completed") -> None:
+        if self.finish_reason in _INCOMPLETE:
+            status = "incomplete"
+        for index in (self._reasoning, self._text):
+            if index is not None:
+                self._close(index, status)
+        self._reasoning = self._text = None
+        for call in self._calls.values():
+            if call.output_index is None:
+                logger.debug("chat: dropped a tool call that never got a name")
+            self._close_call(call, status)
+
+    def _upstream_error(self, error: dict[str, Any] | str) -> list[Event]:
+        message = error if isinstance(error, str) else str(error.get("message") or "upstream error")
+        code = error.get("code") if isinstance(error, dict) else None
+        self.stream.fail(f"upstream error: {message}", code=code if isinstance(code, str) else "server_error")
+        return self.stream.take()
+
+    # -- ending -------------------------------------------------------------------------------
+
+    def finish(self) -> list[Event]:
+        """The upstream stream ended: emit the terminal event (``failed`` if it never finished)."""
+        if self.stream.terminal is not None:
+            return []
+        if self.finish_reason is None:
+            return self.fail("the upstream stream ended without a finish_reason; the answer is incomplete")
+        reason = _INCOMPLETE.get(self.finish_reason)
+        if reason is not None:
+            self.stream.incomplete(reason, self.usage)
+        else:
+            self.stream.complete(self.usage)
+        return self.stream.take()
+
+    def fail(self, message: str, code: str = "server_error") -> list[Event]:
+        """Emit ``response.failed`` (open items are dropped, never shown half-built)."""
+        if self.stream.terminal is not None:
+            return []
+        self.stream.fail(message, code=code, usage=self.usage)
+        return self.stream.take()
+
+
+def chat_to_response(
+    data: Any, *, model: str, request: dict[str, Any] | None = None, catalog: ToolCatalog | None = None
+) -> dict[str, Any]:
+    """Convert a non-streaming Chat completion into a Responses object.
+
+    The completion is replayed through :class:`ChatStreamTranslator` as one chunk, so both paths
+    produce exactly the same items. Raises :class:`ChatConversionError` for a body that is not a
+    completion.
+    """
+    if not isinstance(data, dict):
+        raise ChatConversionError("the upstream answered with a non-object JSON body")
+    if isinstance(data.get("error"), dict):
+        raise ChatConversionError(f"upstream error: {data['error'].get('message') or data['error']}")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ChatConversionError("the upstream answer has no choices")
+    choice = choices[0]
+    message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
+    calls = message.get("tool_calls")
+    delta = {
+        "reasoning_content": _reasoning_delta(message),
+        "content": message.get("content"),
+        "tool_calls": [
+            {**call, "index": i}
+            for i, call in enumerate(calls if isinstance(calls, list) else ())
+            if isinstance(call, dict)
+        ],
+    }
+    translator = ChatStreamTranslator(model, request, catalog=catalog)
+    translator.feed(
+        {
+            "choices": [{"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason") or "stop"}],
+            "usage": data.get("usage"),
+        }
+    )
+    translator.finish()
+    return translator.stream.response()
