@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -255,6 +256,9 @@ class Upstream:
                 limits=self._limits,
                 follow_redirects=False,
                 trust_env=False,
+                # One client serves every end user: a cookie an upstream sets for one request must
+                # never ride along on another user's request, so the jar accepts no cookies at all.
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             )
         return self._client
 

@@ -194,3 +194,19 @@ async def test_upstream_error_headers_are_not_passed_on_and_redirects_not_follow
     assert {str(r.url) for r in recorder.requests} == {"https://upstream.test/v1/responses"}
     if status == 429:
         assert response.headers["retry-after"] == "3"  # the one upstream header we act on, re-issued by us
+
+
+async def test_upstream_cookies_never_reach_other_requests(make_app: AppFactory, client_for: Any) -> None:
+    """The shared upstream client must not keep a Set-Cookie from one user's request for the next."""
+    seen: list[str | None] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        body = {"id": "resp_1", "object": "response", "created_at": 1, "model": "m", "output": [],
+                "status": "completed", "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}  # fmt: skip
+        return httpx.Response(200, json=body, headers={"set-cookie": "session=user-a-secret; Path=/"})
+
+    client = client_for(make_app(transport=httpx.MockTransport(upstream)))
+    for _ in range(2):
+        assert (await client.post("/responses", json={"model": "m", "input": "hi"})).status_code == 200
+    assert seen == [None, None]
