@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpcore
