@@ -15,11 +15,6 @@ keys and header values are masked (:func:`mask_secret`), URLs lose their user in
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
-import hashlib
-import hmac
 import html
 import inspect
 import logging
@@ -31,8 +26,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 from pydantic import SecretStr
 
-from ccx_asgi.asgi import header, send_json
+from ccx_asgi.asgi import send_json
 from ccx_asgi.errors import AuthenticationError, CCXError, PermissionDeniedError, send_error
+from ccx_asgi.keys import KeySet, presented_keys
 from ccx_asgi.observability import Observer
 from ccx_asgi.routing import ordered_channels
 from ccx_asgi.settings import ChannelConfig
@@ -111,10 +107,6 @@ def channel_config(channel: ChannelConfig) -> dict[str, Any]:
     return config
 
 
-def _digest(value: bytes) -> bytes:
-    return hashlib.sha256(value).digest()
-
-
 class AdminGuard:
     """Decides whether a request may open the admin endpoints (rules in the module docstring).
 
@@ -123,39 +115,20 @@ class AdminGuard:
     """
 
     def __init__(self, admin_keys: Sequence[SecretStr], *, open_gateway: bool) -> None:
-        self._digests = tuple(_digest(k.get_secret_value().encode()) for k in admin_keys if k.get_secret_value())
-        self.open = open_gateway and not self._digests
-
-    def _valid(self, presented: bytes) -> bool:
-        digest = _digest(presented)
-        ok = False
-        for expected in self._digests:
-            ok |= hmac.compare_digest(digest, expected)
-        return ok
+        self._keys = KeySet(admin_keys)
+        self.open = open_gateway and not self._keys
 
     def check(self, scope: Scope) -> CCXError | None:
         """``None`` when the request may pass, else the error to answer with."""
         if self.open:
             return None
-        if not self._digests:
+        if not self._keys:
             return PermissionDeniedError(
                 "The admin endpoints are disabled: CCX_EXTRA_PROXY_ACCESS_KEYS is set, so the proxy key "
                 "does not double as the admin key. Set CCX_ADMIN_ACCESS_KEY to use them."
             )
-        presented: list[bytes] = []
-        auth = header(scope, b"authorization")
-        if auth is not None:
-            scheme, _, token = auth.strip().partition(b" ")
-            token = token.strip()
-            if scheme.lower() == b"bearer" and token:
-                presented.append(token)
-            elif scheme.lower() == b"basic" and token:
-                with contextlib.suppress(binascii.Error, ValueError):
-                    presented.append(base64.b64decode(token, validate=True).partition(b":")[2])
-        api_key = header(scope, b"x-api-key")
-        if api_key is not None and api_key.strip():
-            presented.append(api_key.strip())
-        if any(self._valid(p) for p in presented if p):
+        presented = presented_keys(scope, basic=True)
+        if any(self._keys.matches(value) for _, value in presented):
             return None
         error = AuthenticationError(
             ("Invalid" if presented else "Missing")

@@ -4,28 +4,22 @@ Example (FastAPI/Starlette)::
 
     app.add_middleware(AuthMiddleware, keys=["my-proxy-key"])
 
-Keys are read from ``Authorization: Bearer <key>`` and ``x-api-key``. Each presented key is hashed
-and compared with every configured key's hash in constant time (no early exit, no length leak), and
-a refusal says which header was checked but never echoes the key.
+Keys are read from ``Authorization: Bearer <key>`` and ``x-api-key`` and compared in constant time
+(:mod:`ccx_asgi.keys`); a refusal says which header was checked but never echoes the key.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterable
 
 from pydantic import SecretStr
 
-from ccx_asgi.asgi import header, request_id
+from ccx_asgi.asgi import request_id
 from ccx_asgi.errors import AuthenticationError, send_error
+from ccx_asgi.keys import KeySet, presented_keys
 from ccx_asgi.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["AuthMiddleware"]
-
-
-def _digest(value: bytes) -> bytes:
-    return hashlib.sha256(value).digest()
 
 
 class AuthMiddleware:
@@ -39,33 +33,19 @@ class AuthMiddleware:
         self, app: ASGIApp, *, keys: Iterable[str | SecretStr], key_name: str = "CCX_PROXY_ACCESS_KEY"
     ) -> None:
         self.app = app
-        self._digests = tuple(_digest((k.get_secret_value() if isinstance(k, SecretStr) else k).encode()) for k in keys)
-        if not self._digests or any(d == _digest(b"") for d in self._digests):
+        keys = list(keys)
+        self._keys = KeySet(keys)
+        if not keys or len(self._keys) != len(keys):
             raise ValueError("AuthMiddleware needs at least one non-empty key")
         self.key_name = key_name
-
-    def _valid(self, presented: bytes) -> bool:
-        digest = _digest(presented)
-        ok = False
-        for expected in self._digests:
-            ok |= hmac.compare_digest(digest, expected)
-        return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the key, then call the wrapped app."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        presented: list[tuple[str, bytes]] = []
-        auth = header(scope, b"authorization")
-        if auth is not None:
-            scheme, _, token = auth.strip().partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                presented.append(("Authorization: Bearer", token.strip()))
-        api_key = header(scope, b"x-api-key")
-        if api_key is not None and api_key.strip():
-            presented.append(("x-api-key", api_key.strip()))
-        if any(self._valid(value) for _, value in presented):
+        presented = presented_keys(scope)
+        if any(self._keys.matches(value) for _, value in presented):
             await self.app(scope, receive, send)
             return
         if presented:
