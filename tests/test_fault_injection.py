@@ -22,6 +22,7 @@ from ccx_asgi import ChannelConfig, create_app, load_settings
 from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.sse import encode_event
 from tests.conftest import PROXY_KEY
+from tests.fakes.asgi import read_request
 from tests.sdk import parse_sse, validate_events
 from tests.servers import serve
 
@@ -48,12 +49,7 @@ class Upstream:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        _, raw = await read_request(scope, receive)
         body = orjson.loads(raw)
         mode = self.rng.choices(MODES, WEIGHTS)[0] if self.flaky else "ok"
         self.modes[mode] += 1

@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from tests.fakes.asgi import read_request, send_json
+
 KNOWN_FIELDS = frozenset(
     {
         "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "temperature", "top_p", "stop", "user",
@@ -386,24 +388,18 @@ class FakeChatUpstream:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers, raw = await read_request(scope, receive)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            await self._json(send, *error(400, "We could not parse the JSON body of your request."))
+            await send_json(send, *error(400, "We could not parse the JSON body of your request."))
             return
         self.requests.append(Recorded(scope["path"], headers, body))
         if scope["path"] != "/v1/chat/completions" or scope["method"] != "POST":
-            await self._json(send, *error(404, f"Unknown path {scope['path']}", code="not_found"))
+            await send_json(send, *error(404, f"Unknown path {scope['path']}", code="not_found"))
             return
         if headers.get("authorization") not in {f"Bearer {k}" for k in self.keys}:
-            await self._json(send, *error(401, "Incorrect API key provided.", code="invalid_api_key"))
+            await send_json(send, *error(401, "Incorrect API key provided.", code="invalid_api_key"))
             return
         problem = validate_chat_request(
             body,
@@ -413,14 +409,14 @@ class FakeChatUpstream:
             extra_fields=self.extra_fields,
         )
         if problem is not None:
-            await self._json(send, *error(*problem))
+            await send_json(send, *error(*problem))
             return
         reply = self.script(body)
         if isinstance(reply, tuple):
-            await self._json(send, *reply)
+            await send_json(send, *reply)
             return
         if not body.get("stream"):
-            await self._json(send, 200, completion_from_chunks(reply.chunks))
+            await send_json(send, 200, completion_from_chunks(reply.chunks))
             return
         include_usage = (body.get("stream_options") or {}).get("include_usage") is True
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
@@ -433,10 +429,3 @@ class FakeChatUpstream:
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         tail = b"data: [DONE]\n\n" if reply.done else b""
         await send({"type": "http.response.body", "body": tail, "more_body": False})
-
-    @staticmethod
-    async def _json(send: Any, status: int, payload: dict[str, Any]) -> None:
-        await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
-        )
-        await send({"type": "http.response.body", "body": orjson.dumps(payload)})

@@ -33,6 +33,8 @@ from typing import Any
 
 import orjson
 
+from tests.fakes.asgi import read_request, send_json
+
 SECRET = b"fake-claude-signing-secret"
 VERSION = "2023-06-01"
 
@@ -510,13 +512,7 @@ class FakeClaudeUpstream:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        headers, raw = await read_request(scope, receive)
         try:
             body: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -539,12 +535,12 @@ class FakeClaudeUpstream:
             return
         result = self.script(body)
         if isinstance(result, tuple):
-            await self._json(send, result[0], result[1])
+            await send_json(send, result[0], result[1])
             return
         if not body.get("stream"):
             if isinstance(result, str):
                 raise RuntimeError("a raw transcript can only answer a streaming request")
-            await self._json(send, 200, message_json(result, body["model"], self.secret))
+            await send_json(send, 200, message_json(result, body["model"], self.secret))
             return
         if isinstance(result, str):
             frames = [frame.encode() + b"\n\n" for frame in result.strip().split("\n\n")]
@@ -560,11 +556,4 @@ class FakeClaudeUpstream:
         await send({"type": "http.response.body", "body": b""})
 
     async def _error(self, send: Any, status: int, kind: str, message: str) -> None:
-        await self._json(send, status, {"type": "error", "error": {"type": kind, "message": message}})
-
-    @staticmethod
-    async def _json(send: Any, status: int, data: dict[str, Any]) -> None:
-        await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
-        )
-        await send({"type": "http.response.body", "body": orjson.dumps(data)})
+        await send_json(send, status, {"type": "error", "error": {"type": kind, "message": message}})

@@ -17,6 +17,7 @@ import orjson
 
 from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.sse import encode_event
+from tests.fakes.asgi import read_request
 
 
 @dataclass
@@ -62,13 +63,7 @@ class HostileUpstream:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers, raw = await read_request(scope, receive)
         body = orjson.loads(raw) if raw else {}
         self.requests.append((headers, body))
         plan = self.plan(body, headers)

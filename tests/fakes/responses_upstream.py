@@ -16,6 +16,7 @@ import orjson
 
 from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.sse import encode_event
+from tests.fakes.asgi import read_request, send_json
 
 KNOWN_FIELDS = frozenset(
     {
@@ -79,44 +80,38 @@ class FakeResponsesUpstream:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body_bytes = b""
-        while True:
-            message = await receive()
-            body_bytes += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        headers, body_bytes = await read_request(scope, receive)
         try:
             body = orjson.loads(body_bytes)
         except orjson.JSONDecodeError:
-            await self._json(send, 400, {"error": {"message": "invalid JSON", "type": "invalid_request_error"}})
+            await send_json(send, 400, {"error": {"message": "invalid JSON", "type": "invalid_request_error"}})
             return
         self.requests.append(Recorded(scope["path"], headers, body))
         if not scope["path"].endswith("/v1/responses"):
-            await self._json(send, 404, {"error": {"message": "Not found", "type": "invalid_request_error"}})
+            await send_json(send, 404, {"error": {"message": "Not found", "type": "invalid_request_error"}})
             return
         auth = headers.get("authorization", "")
         if not auth.startswith("Bearer ") or auth[7:] not in self.keys:
-            await self._json(
+            await send_json(
                 send, 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
                                       "code": "invalid_api_key"}}
             )  # fmt: skip
             return
         unknown = sorted(set(body) - KNOWN_FIELDS)
         if unknown:
-            await self._json(send, 400, {"error": {"message": f"Unknown parameter: '{unknown[0]}'.",
+            await send_json(send, 400, {"error": {"message": f"Unknown parameter: '{unknown[0]}'.",
                                                    "type": "invalid_request_error", "param": unknown[0]}})  # fmt: skip
             return
         problem = _check_input(body.get("input"))
         if problem:
-            await self._json(send, 400, {"error": {"message": problem, "type": "invalid_request_error"}})
+            await send_json(send, 400, {"error": {"message": problem, "type": "invalid_request_error"}})
             return
         result = self.script(body)
         if isinstance(result, tuple):
-            await self._json(send, *result)
+            await send_json(send, *result)
             return
         if not body.get("stream"):
-            await self._json(send, 200, result.response())
+            await send_json(send, 200, result.response())
             return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         for n, event in enumerate(result.take()):
@@ -126,13 +121,6 @@ class FakeResponsesUpstream:
                 await asyncio.sleep(self.delay)
             await send({"type": "http.response.body", "body": encode_event(event), "more_body": True})
         await send({"type": "http.response.body", "body": b""})
-
-    @staticmethod
-    async def _json(send: Any, status: int, data: dict[str, Any]) -> None:
-        await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
-        )
-        await send({"type": "http.response.body", "body": orjson.dumps(data)})
 
 
 def _check_input(items: Any) -> str | None:
