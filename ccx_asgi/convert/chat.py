@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import orjson
 
+from ccx_asgi.convert.common import content_parts, debug_once
 from ccx_asgi.convert.events import ResponseStream, new_id, usage_dict
 from ccx_asgi.convert.tools import (
     ToolCatalog,
@@ -43,7 +44,6 @@ __all__ = [
 
 logger = logging.getLogger("ccx_asgi.convert.chat")
 
-_TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
 _CALL_TYPES = frozenset({"function_call", "custom_tool_call"})
 _OUTPUT_TYPES = frozenset({"function_call_output", "custom_tool_call_output"})
 _SAME_NAME_FIELDS = ("temperature", "top_p", "stop", "user", "seed", "frequency_penalty", "presence_penalty")
@@ -77,17 +77,11 @@ def _content(parts: Any, role: str) -> str | list[dict[str, Any]]:
     texts: list[str] = []
     chat_parts: list[dict[str, Any]] = []
     has_image = False
-    for part in parts if isinstance(parts, list) else ():
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        if kind in _TEXT_PARTS and isinstance(part.get("text"), str):
+    for kind, part in content_parts(parts):
+        if kind == "text":
             texts.append(part["text"])
             chat_parts.append({"type": "text", "text": part["text"]})
-        elif kind == "refusal" and isinstance(part.get("refusal"), str):
-            texts.append(part["refusal"])
-            chat_parts.append({"type": "text", "text": part["refusal"]})
-        elif kind == "input_image" and role == "user" and isinstance(part.get("image_url"), str):
+        elif kind == "image" and role == "user":
             image: dict[str, Any] = {"url": part["image_url"]}
             if part.get("detail") in ("low", "high", "auto"):
                 image["detail"] = part["detail"]
@@ -95,7 +89,7 @@ def _content(parts: Any, role: str) -> str | list[dict[str, Any]]:
             has_image = True
         else:
             # Files, audio and images outside user turns have no portable Chat form.
-            logger.debug("chat: dropped a %s content part (role %s)", kind, role)
+            debug_once(f"chat: a {part.get('type')} content part (role {role})")
     return chat_parts if has_image else "\n\n".join(texts)
 
 
