@@ -28,6 +28,7 @@ from ccx_asgi.convert.tools import (
     pair_tool_calls,
     upstream_tool_name,
 )
+from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.types import Event
 
 __all__ = [
@@ -278,16 +279,19 @@ def to_chat_request(
     ``catalog`` is the body's :class:`ToolCatalog` when the caller already built it (it is needed
     again to translate the answer). Fields with no Chat meaning (``store``, ``include``,
     ``metadata``, ``client_metadata``, ``truncation``, ``service_tier``, ``text.verbosity`` …) are
-    not sent; ``prompt_cache_key`` only when ``options.prompt_cache_key``.
+    not sent; ``prompt_cache_key`` only when ``options.prompt_cache_key``. Raises
+    :class:`~ccx_asgi.errors.InvalidRequestError` when nothing is left to send.
     """
     options = options or ChatOptions()
     catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(body))
-    chat: dict[str, Any] = {
-        "model": model,
-        "messages": chat_messages(
-            body.get("instructions"), body.get("input"), reasoning_content=options.reasoning_content
-        ),
-    }
+    messages = chat_messages(body.get("instructions"), body.get("input"), reasoning_content=options.reasoning_content)
+    if not messages:
+        # Only items with no Chat form (reasoning, hosted-tool calls): every Chat upstream refuses
+        # an empty ``messages`` array, so say so in the client's terms.
+        raise InvalidRequestError(
+            "The request has no instructions or messages to send to the model.", param="input", code="invalid_value"
+        )
+    chat: dict[str, Any] = {"model": model, "messages": messages}
     if catalog.specs:
         chat["tools"] = [_chat_tool(spec, options.strict_tools) for spec in catalog.specs]
         if "tool_choice" in body:
