@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ccx_asgi.convert.chat import to_chat_request
+from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT, pair_tool_calls
 from ccx_asgi.errors import InvalidRequestError
+from tests.fakes.chat_upstream import validate_chat_request
 
 
 def test_chat_input_with_nothing_to_send_is_a_clear_400() -> None:
@@ -18,3 +20,39 @@ def test_chat_input_with_nothing_to_send_is_a_clear_400() -> None:
     assert to_chat_request({**body, "instructions": "be brief"}, model="up")["messages"] == [
         {"role": "system", "content": "be brief"}
     ]
+
+
+def test_an_orphan_output_inside_a_call_group_does_not_split_the_pairing() -> None:
+    # Found by the converter property test: an interrupted call, then an output for an unknown call,
+    # put the orphan's user message between the call and its synthesized output (Chat: 400
+    # "tool_call_ids did not have response messages").
+    items = [
+        {"type": "function_call", "call_id": "call_a", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_orphan", "output": "x"},
+    ]
+    out = pair_tool_calls(items)
+    assert [i["type"] for i in out] == ["function_call", "function_call_output", "message"]
+    assert out[1]["output"] == INTERRUPTED_OUTPUT
+
+
+def test_a_call_after_its_groups_outputs_starts_a_new_group() -> None:
+    # Found by the converter property test: calls a, b; b answered; then a new call c. The new call
+    # joined the open group after b's output, so a's synthesized output came after c's assistant turn.
+    items = [
+        {"type": "function_call", "call_id": "call_a", "name": "f", "arguments": "{}"},
+        {"type": "function_call", "call_id": "call_b", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_b", "output": "b"},
+        {"type": "function_call", "call_id": "call_c", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_c", "output": "c"},
+    ]
+    out = pair_tool_calls(items)
+    assert [(i["type"], i["call_id"]) for i in out] == [
+        ("function_call", "call_a"),
+        ("function_call", "call_b"),
+        ("function_call_output", "call_b"),
+        ("function_call_output", "call_a"),
+        ("function_call", "call_c"),
+        ("function_call_output", "call_c"),
+    ]
+    chat = to_chat_request({"model": "m", "input": items, "tools": [{"type": "function", "name": "f"}]}, model="up")
+    assert validate_chat_request(chat) is None
