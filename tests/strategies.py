@@ -50,10 +50,26 @@ ids = st.from_regex(r"[A-Za-z0-9_-]{1,24}", fullmatch=True)
 
 # -- requests ------------------------------------------------------------------------------------
 
+_IMAGE_URLS = st.sampled_from(
+    [
+        "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGBgAAAABQABpfZFQAAAAABJRU5ErkJggg==",
+        "data:image/jpeg;base64,/9j/4AAQSkZJRgABAQ==",
+        "data:image/svg+xml;base64,PHN2Zz48L3N2Zz4=",  # a type Claude refuses: must be dropped, not sent
+        "https://example.com/cat.png",
+    ]
+)
+_images = st.builds(
+    lambda url, detail: {"type": "input_image", "image_url": url, **({"detail": detail} if detail else {})},
+    _IMAGE_URLS,
+    st.sampled_from([None, "low", "high", "auto"]),
+)
+
 
 def _message(role: str) -> st.SearchStrategy[dict[str, Any]]:
     part = "output_text" if role == "assistant" else "input_text"
-    content = st.one_of(texts, st.lists(st.builds(lambda t: {"type": part, "text": t}, texts), min_size=1, max_size=3))
+    text_part = st.builds(lambda t: {"type": part, "text": t}, texts)
+    parts = st.one_of(text_part, _images) if role == "user" else text_part
+    content = st.one_of(texts, st.lists(parts, min_size=1, max_size=3))
     return st.builds(lambda c: {"type": "message", "role": role, "content": c}, content)
 
 
@@ -61,69 +77,211 @@ _messages = st.one_of(*(_message(role) for role in ("user", "assistant", "system
 
 
 @st.composite
-def _tool_turn(draw: st.DrawFn) -> list[dict[str, Any]]:
-    """A tool call and its output, paired by ``call_id`` as every upstream requires."""
-    call_id = "call_" + draw(ids)
+def _reasoning(draw: st.DrawFn) -> dict[str, Any]:
+    """A replayed reasoning item: summary and maybe raw content; ``encrypted_content`` absent, an
+    opaque OpenAI-style string, or a signed Claude thinking / redacted block (as a Claude channel
+    would have written it)."""
+    from ccx_asgi.convert.claude import encode_reasoning
+    from tests.fakes.claude_upstream import redacted_data, sign
+
+    item: dict[str, Any] = {
+        "type": "reasoning",
+        "id": "rs_" + draw(ids),
+        "summary": draw(st.lists(st.builds(lambda t: {"type": "summary_text", "text": t}, texts), max_size=2)),
+    }
     if draw(st.booleans()):
-        arguments = orjson.dumps(draw(st.dictionaries(names, st.one_of(text, st.integers()), max_size=3))).decode()
-        call = {"type": "function_call", "call_id": call_id, "name": draw(names), "arguments": arguments}
-        output: Any = draw(st.one_of(texts, st.lists(st.builds(lambda t: {"type": "input_text", "text": t}, texts))))
-        return [call, {"type": "function_call_output", "call_id": call_id, "output": output}]
-    call = {"type": "custom_tool_call", "call_id": call_id, "name": draw(names), "input": draw(texts)}
-    return [call, {"type": "custom_tool_call_output", "call_id": call_id, "output": draw(texts)}]
+        item["content"] = draw(
+            st.one_of(
+                st.none(), st.lists(st.builds(lambda t: {"type": "reasoning_text", "text": t}, texts), max_size=2)
+            )
+        )
+    which = draw(st.sampled_from(["none", "opaque", "thinking", "redacted", "broken"]))
+    if which == "opaque":
+        item["encrypted_content"] = "gAAAAB" + draw(ids)
+    elif which == "thinking":
+        thought = draw(texts.filter(str.strip))
+        item["encrypted_content"] = encode_reasoning(
+            {"type": "thinking", "thinking": thought, "signature": sign(thought)}
+        )
+    elif which == "redacted":
+        item["encrypted_content"] = encode_reasoning({"type": "redacted_thinking", "data": redacted_data()})
+    elif which == "broken":
+        item["encrypted_content"] = "ccx1.claude." + draw(st.text(max_size=12))
+    return item
+
+
+_tool_output = st.one_of(
+    texts,
+    st.lists(st.one_of(st.builds(lambda t: {"type": "input_text", "text": t}, texts), _images), min_size=0, max_size=3),
+)
 
 
 @st.composite
-def _inputs(draw: st.DrawFn) -> list[dict[str, Any]]:
+def _tool_turn(draw: st.DrawFn, *, repairable: bool = False) -> list[dict[str, Any]]:
+    """Tool calls and their outputs, paired by ``call_id`` as every upstream requires.
+
+    One to three calls (parallel calls are answered after the whole group); with ``repairable``,
+    a call may lack its output (an interrupted turn) and an output may lack its call (an orphan),
+    which the converters must repair, not forward.
+    """
+    calls: list[dict[str, Any]] = []
+    outputs: list[dict[str, Any]] = []
+    for _ in range(draw(st.integers(1, 3))):
+        call_id = "call_" + draw(ids)
+        kind = draw(st.sampled_from(["function", "namespaced", "custom"]))
+        if kind == "custom":
+            call: dict[str, Any] = {"type": "custom_tool_call", "call_id": call_id, "name": draw(names)}
+            call["input"] = draw(texts)
+            output: dict[str, Any] = {"type": "custom_tool_call_output", "call_id": call_id, "output": draw(texts)}
+        else:
+            arguments = orjson.dumps(
+                draw(st.dictionaries(names, st.one_of(text, st.integers(-(2**53), 2**53)), max_size=3))
+            ).decode()
+            call = {"type": "function_call", "call_id": call_id, "name": draw(names), "arguments": arguments}
+            if kind == "namespaced":
+                call["namespace"] = draw(st.sampled_from(["multi_agent_v1", "mcp__files"]))
+            output = {"type": "function_call_output", "call_id": call_id, "output": draw(_tool_output)}
+        if draw(st.booleans()):
+            call["id"] = ("fc_" if call["type"] == "function_call" else "ctc_") + draw(ids)
+            call["status"] = "completed"
+        calls.append(call)
+        if repairable and draw(st.integers(0, 4)) == 0:
+            continue  # interrupted: the output never arrived
+        outputs.append(output)
+    if repairable and draw(st.integers(0, 4)) == 0:
+        outputs.append({"type": "function_call_output", "call_id": "call_orphan_" + draw(ids), "output": draw(texts)})
+    before = [draw(_reasoning())] if draw(st.booleans()) else []
+    return [*before, *calls, *draw(st.permutations(outputs))]
+
+
+@st.composite
+def _inputs(draw: st.DrawFn, *, repairable: bool = False) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
-    for chunk in draw(st.lists(st.one_of(_messages.map(lambda m: [m]), _tool_turn()), min_size=1, max_size=6)):
+    pieces = st.one_of(_messages.map(lambda m: [m]), _reasoning().map(lambda r: [r]), _tool_turn(repairable=repairable))
+    for chunk in draw(st.lists(pieces, min_size=1, max_size=6)):
         items.extend(chunk)
     return items
 
 
+_schema = st.sampled_from(
+    [
+        {"type": "object", "properties": {"x": {"type": "string"}}},
+        {"type": "object", "properties": {}, "additionalProperties": False},
+        {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+    ]
+)
 _function_tools = st.builds(
-    lambda name, description: {
+    lambda name, description, strict, parameters: {
         "type": "function",
         "name": name,
         "description": description,
-        "strict": False,
-        "parameters": {"type": "object", "properties": {"x": {"type": "string"}}},
+        "strict": strict,
+        "parameters": parameters,
     },
     names,
     text,
+    st.booleans(),
+    _schema,
 )
-_custom_tools = st.builds(lambda name: {"type": "custom", "name": name, "description": "raw text tool"}, names)
+_custom_tools = st.one_of(
+    st.builds(lambda name: {"type": "custom", "name": name, "description": "raw text tool"}, names),
+    st.builds(
+        lambda name: {
+            "type": "custom",
+            "name": name,
+            "description": "Use the `apply_patch` tool to edit files.",
+            "format": {"type": "grammar", "syntax": "lark", "definition": 'start: "*** Begin Patch" /.+/'},
+        },
+        names,
+    ),
+)
+_namespace_tools = st.builds(
+    lambda name, members: {"type": "namespace", "name": name, "description": "a group", "tools": members},
+    st.sampled_from(["multi_agent_v1", "mcp__files"]),
+    st.lists(_function_tools, min_size=1, max_size=3, unique_by=lambda t: t["name"]),
+)
+_hosted_tools = st.sampled_from(
+    [{"type": "web_search"}, {"type": "web_search", "external_web_access": False}, {"type": "tool_search"}]
+)
 
 
 @st.composite
-def responses_requests(draw: st.DrawFn, *, stream: bool | None = None) -> dict[str, Any]:
-    """A valid Responses request body (``stream`` fixed when given)."""
+def _tool_choice(draw: st.DrawFn, tools: list[dict[str, Any]]) -> Any:
+    named = [t for t in tools if t["type"] in ("function", "custom")]
+    options: list[Any] = ["auto", "none", "required", {"type": "allowed_tools", "mode": "auto", "tools": []}]
+    options.append({"type": "allowed_tools", "mode": "required", "tools": []})
+    options.extend({"type": t["type"], "name": t["name"]} for t in named)
+    options.extend(
+        {"type": "function", "name": m["name"], "namespace": t["name"]}
+        for t in tools
+        if t["type"] == "namespace"
+        for m in t["tools"]
+    )
+    options.append({"type": "web_search"})
+    return draw(st.sampled_from(options))
+
+
+_text_formats = st.sampled_from(
+    [
+        {"type": "text"},
+        {"type": "json_object"},
+        {"type": "json_schema", "name": "answer", "schema": {"type": "object", "properties": {}}, "strict": True},
+    ]
+)
+
+
+@st.composite
+def responses_requests(draw: st.DrawFn, *, stream: bool | None = None, repairable: bool = False) -> dict[str, Any]:
+    """A valid Responses request body (``stream`` fixed when given).
+
+    Covers what Codex sends (developer/user/assistant messages with text and images, reasoning items
+    with and without ``encrypted_content``, function/custom/namespaced calls with string and array
+    outputs, function/custom/namespace/hosted tools, every ``tool_choice`` shape, reasoning effort,
+    ``text.format``, ``max_output_tokens``). ``repairable`` adds interrupted calls and orphan outputs:
+    histories a converter must repair (a native Responses upstream would refuse them).
+    """
     body: dict[str, Any] = {
         "model": draw(st.sampled_from(["gpt-test", "codex-mini", "m"])),
-        "input": draw(st.one_of(texts.filter(bool), _inputs())),
+        "input": draw(st.one_of(texts.filter(bool), _inputs(repairable=repairable))),
         "stream": draw(st.booleans()) if stream is None else stream,
     }
+    tool_list = st.lists(
+        st.one_of(_function_tools, _custom_tools, _namespace_tools, _hosted_tools),
+        max_size=4,
+        unique_by=lambda t: t.get("name", t["type"]),
+    )
     optional = {
         "instructions": texts,
-        "tools": st.lists(st.one_of(_function_tools, _custom_tools), max_size=3, unique_by=lambda t: t["name"]),
-        "tool_choice": st.sampled_from(["auto", "none", "required"]),
+        "tools": tool_list,
+        "tool_choice": st.just(None),  # drawn below, from the tools actually offered
         "parallel_tool_calls": st.booleans(),
         "reasoning": st.one_of(
             st.none(),
             st.fixed_dictionaries(
-                {}, optional={"effort": st.sampled_from(["low", "medium", "high"]), "summary": st.just("auto")}
+                {},
+                optional={
+                    "effort": st.sampled_from(["none", "minimal", "low", "medium", "high", "xhigh"]),
+                    "summary": st.sampled_from(["auto", "concise", "detailed"]),
+                },
             ),
         ),
         "store": st.booleans(),
         "include": st.just(["reasoning.encrypted_content"]),
         "prompt_cache_key": ids,
-        "text": st.just({"verbosity": "low"}),
+        "text": st.one_of(
+            st.just({"verbosity": "low"}),
+            st.builds(lambda f: {"format": f}, _text_formats),
+            st.builds(lambda f: {"format": f, "verbosity": "medium"}, _text_formats),
+        ),
         "temperature": st.floats(0, 2),
+        "top_p": st.floats(0, 1),
         "max_output_tokens": st.integers(16, 100_000),
         "metadata": st.dictionaries(names, text, max_size=3),
     }
     for key in draw(st.sets(st.sampled_from(sorted(optional)))):
         body[key] = draw(optional[key])
+    if "tool_choice" in body:
+        body["tool_choice"] = draw(_tool_choice(body.get("tools") or []))
     return body
 
 

@@ -1,8 +1,9 @@
 """Property test for request conversion: every valid Responses request either reaches the strict
 fake upstream in a shape it accepts (and the answer is SDK-valid), or is refused with a clear 400.
 
-``UPSTREAMS`` maps a service type to a strict fake for it; the Chat and Claude fakes are added
-here when their converters land, and the same property then covers them.
+``UPSTREAMS`` maps a service type to a strict fake for it (native Responses, Chat Completions,
+Claude Messages). The converter-level properties with many more examples, repairable histories and
+every channel option are in ``test_properties_convert.py``; this one checks the whole HTTP path.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ from hypothesis import HealthCheck, given, settings
 
 from ccx_asgi import ChannelConfig, create_app, load_settings
 from tests.conftest import PROXY_KEY, channel
+from tests.fakes.chat_upstream import FakeChatUpstream
+from tests.fakes.claude_upstream import FakeClaudeUpstream
 from tests.fakes.responses_upstream import FakeResponsesUpstream
 from tests.sdk import parse_sse, validate_events, validate_response
 from tests.strategies import responses_requests
 
 #: service_type -> a fresh strict fake upstream (an ASGI app with a ``requests`` record).
-UPSTREAMS: dict[str, Callable[[], Any]] = {"responses": FakeResponsesUpstream}
+UPSTREAMS: dict[str, Callable[[], Any]] = {
+    "responses": FakeResponsesUpstream,
+    "chat": FakeChatUpstream,
+    "claude": FakeClaudeUpstream,
+}
 
 
 async def _round_trip(service_type: str, body: dict[str, Any]) -> tuple[httpx.Response, Any]:
@@ -42,7 +49,7 @@ async def _round_trip(service_type: str, body: dict[str, Any]) -> tuple[httpx.Re
 
 
 @pytest.mark.parametrize("service_type", sorted(UPSTREAMS))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=responses_requests())
 def test_valid_requests_convert_or_get_a_clear_400(service_type: str, body: dict[str, Any]) -> None:
     response, upstream = asyncio.run(_round_trip(service_type, body))
