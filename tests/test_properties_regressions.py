@@ -56,3 +56,14 @@ def test_a_call_after_its_groups_outputs_starts_a_new_group() -> None:
     ]
     chat = to_chat_request({"model": "m", "input": items, "tools": [{"type": "function", "name": "f"}]}, model="up")
     assert validate_chat_request(chat) is None
+
+
+def test_an_interrupted_calls_id_is_not_reused_by_a_later_call() -> None:
+    # Found by the converter property test: a call interrupted (given the synthesized output) and a
+    # later call with the same id both reached Chat: 400 "Duplicate tool_call id".
+    call = {"type": "function_call", "call_id": "call_0", "name": "f", "arguments": "{}"}
+    items = [call, {"type": "message", "role": "user", "content": "go on"}, dict(call)]
+    out = pair_tool_calls(items)
+    assert [i["type"] for i in out] == ["function_call", "function_call_output", "message"]
+    chat = to_chat_request({"model": "m", "input": items}, model="up")
+    assert validate_chat_request(chat) is None

@@ -244,6 +244,7 @@ def pair_tool_calls(items: Iterable[Any]) -> list[dict[str, Any]]:
         for call_id, call in pending.items():
             kind = "custom_tool_call_output" if call.get("type") == "custom_tool_call" else "function_call_output"
             out.append({"type": kind, "call_id": call_id, "output": INTERRUPTED_OUTPUT})
+        answered.update(pending)  # an interrupted call's id is used up too
         pending.clear()
         out.extend(orphans)
         orphans.clear()
