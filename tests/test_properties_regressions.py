@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from ccx_asgi.convert.chat import to_chat_request
+from ccx_asgi.convert.chat import ChatStreamTranslator, to_chat_request
 from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT, pair_tool_calls
 from ccx_asgi.errors import InvalidRequestError
 from tests.fakes.chat_upstream import validate_chat_request
+from tests.sdk import validate_events
 
 
 def test_chat_input_with_nothing_to_send_is_a_clear_400() -> None:
@@ -67,3 +70,19 @@ def test_an_interrupted_calls_id_is_not_reused_by_a_later_call() -> None:
     assert [i["type"] for i in out] == ["function_call", "function_call_output", "message"]
     chat = to_chat_request({"model": "m", "input": items}, model="up")
     assert validate_chat_request(chat) is None
+
+
+def test_chat_tool_fragment_after_the_finish_reason_is_dropped() -> None:
+    # Found by the translator property test: a broken upstream sent an argument fragment after the
+    # finish_reason chunk; the translator wrote a delta into the closed item (KeyError mid-stream).
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    translator = ChatStreamTranslator("m")
+    start = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    events = translator.feed(chunk({"tool_calls": [start]}))
+    events += translator.feed(chunk({}, "tool_calls"))
+    events += translator.feed(chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}))
+    events += translator.finish()
+    validate_events(events)
+    assert events[-1]["response"]["output"][0]["arguments"] == "{}"

@@ -458,7 +458,8 @@ class ChatStreamTranslator:
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
             call.arguments.append(arguments)
-            if call.output_index is not None and not call.custom:
+            # A fragment after the finish_reason (a broken upstream) finds its item closed: drop it.
+            if call.output_index is not None and not call.custom and self.stream.is_open(call.output_index):
                 self.stream.delta(call.output_index, arguments)
         if call.output_index is None and call.name:
             self._open_call(call)
