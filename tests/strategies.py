@@ -29,7 +29,11 @@ from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.types import Event
 
 __all__ = [
+    "TRANSLATOR_REQUEST",
+    "UPSTREAM_TOOL_NAMES",
     "broken",
+    "chat_chunks",
+    "claude_events",
     "drive",
     "responses_requests",
     "responses_streams",
@@ -417,3 +421,149 @@ def sse_bytes(events: Iterable[Event], *, crlf: bool = False, noise: bool = Fals
         out.append(b"event: " + str(event["type"]).encode() + newline)
         out.append(b"data: " + orjson.dumps(event) + newline + newline)
     return b"".join(out)
+
+
+# -- converted upstreams: Chat Completions chunks and Claude Messages events ----------------------
+
+#: The client request the translator properties use: one tool of every kind a converter maps back.
+TRANSLATOR_REQUEST: dict[str, Any] = {
+    "model": "m",
+    "tool_choice": "auto",
+    "tools": [
+        {"type": "function", "name": "exec_command", "parameters": {"type": "object", "properties": {}}},
+        {"type": "custom", "name": "apply_patch", "description": "freeform"},
+        {
+            "type": "namespace",
+            "name": "multi_agent_v1",
+            "description": "agents",
+            "tools": [{"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}],
+        },
+        {"type": "web_search"},
+    ],
+}
+#: Upstream tool names: a function, a custom tool, a namespaced function, and one never offered.
+UPSTREAM_TOOL_NAMES = ("exec_command", "apply_patch", "multi_agent_v1__spawn_agent", "not_offered")
+
+
+@st.composite
+def _pieces(draw: st.DrawFn, whole: str) -> list[str]:
+    """``whole`` cut into fragments at random points (how upstreams stream text and JSON)."""
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(whole) - 1)), max_size=4))) if len(whole) > 1 else []
+    return [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True) if whole[a:b]]
+
+
+@st.composite
+def _tool_arguments(draw: st.DrawFn, name: str) -> str:
+    if name == "apply_patch":
+        return orjson.dumps({"input": draw(texts)}).decode()
+    return orjson.dumps(draw(st.dictionaries(names, st.one_of(text, st.integers(-1000, 1000)), max_size=3))).decode()
+
+
+def _chat_chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-x",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "up",
+        "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}],
+        **extra,
+    }
+
+
+@st.composite
+def chat_chunks(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A valid Chat Completions stream: reasoning, text, parallel tool calls with fragmented
+    arguments (interleaved across calls), a finish reason (or none: a cut stream) and usage."""
+    chunks: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        chunks.append(_chat_chunk({"role": "assistant", "content": ""}))
+    key = draw(st.sampled_from(["reasoning_content", "reasoning"]))
+    chunks += [_chat_chunk({key: piece}) for piece in draw(_pieces(draw(texts)))]
+    chunks += [_chat_chunk({"content": piece}) for piece in draw(_pieces(draw(texts)))]
+    fragments: list[list[dict[str, Any]]] = []
+    for index in range(draw(st.integers(0, 3))):
+        name = draw(st.sampled_from(UPSTREAM_TOOL_NAMES))
+        call_id = f"call_{index}_{draw(ids)}"
+        pieces = draw(_pieces(draw(_tool_arguments(name))))
+        first = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        fragments.append([first, *({"index": index, "function": {"arguments": p}} for p in pieces)])
+    while any(fragments):
+        # Parallel calls: fragments of different calls interleave, some chunks carry several.
+        live = [f for f in fragments if f]
+        batch = [f.pop(0) for f in draw(st.lists(st.sampled_from(live), min_size=1, max_size=2, unique_by=id))]
+        chunks.append(_chat_chunk({"tool_calls": batch}))
+    finish = draw(st.sampled_from([None, "stop", "length", "tool_calls", "content_filter", "function_call"]))
+    if finish is not None:
+        chunks.append(_chat_chunk({}, finish))
+    if draw(st.booleans()):
+        usage = {
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": 4},
+            "completion_tokens_details": {"reasoning_tokens": 2},
+        }
+        chunks.append({**_chat_chunk(), "choices": [], "usage": usage})
+    return chunks
+
+
+@st.composite
+def claude_events(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A valid Claude Messages stream: thinking (signed or redacted), text and tool_use blocks with
+    fragmented deltas, pings, a stop reason, and ``message_stop`` (either may be missing: a cut
+    stream), or an ``error`` event mid-stream."""
+    from tests.fakes.claude_upstream import redacted_data, sign
+
+    usage = {"input_tokens": 10, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 2, "output_tokens": 1}
+    message = {"id": "msg_x", "type": "message", "role": "assistant", "model": "claude", "content": []}
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {**message, "stop_reason": None, "usage": usage}}
+    ]
+    kinds = draw(st.lists(st.sampled_from(["text", "thinking", "redacted_thinking", "tool_use"]), max_size=5))
+    for index, kind in enumerate(kinds):
+        if draw(st.integers(0, 5)) == 0:
+            events.append({"type": "ping"})
+        if kind == "text":
+            events.append(
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+            )
+            for piece in draw(_pieces(draw(texts))):
+                events.append(
+                    {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}
+                )
+        elif kind == "thinking":
+            thought = draw(texts)
+            start = {"type": "thinking", "thinking": "", "signature": ""}
+            events.append({"type": "content_block_start", "index": index, "content_block": start})
+            for piece in draw(_pieces(thought)):
+                delta = {"type": "thinking_delta", "thinking": piece}
+                events.append({"type": "content_block_delta", "index": index, "delta": delta})
+            delta = {"type": "signature_delta", "signature": sign(thought)}
+            events.append({"type": "content_block_delta", "index": index, "delta": delta})
+        elif kind == "redacted_thinking":
+            block = {"type": "redacted_thinking", "data": redacted_data()}
+            events.append({"type": "content_block_start", "index": index, "content_block": block})
+        else:
+            name = draw(st.sampled_from(UPSTREAM_TOOL_NAMES))
+            block = {"type": "tool_use", "id": f"toolu_{index}_{draw(ids)}", "name": name, "input": {}}
+            events.append({"type": "content_block_start", "index": index, "content_block": block})
+            for piece in draw(_pieces(draw(_tool_arguments(name)))):
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                events.append({"type": "content_block_delta", "index": index, "delta": delta})
+        events.append({"type": "content_block_stop", "index": index})
+    ending = draw(st.sampled_from(["stop", "stop", "no_message_stop", "cut", "error"]))
+    if ending == "error":
+        events.append({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+        return events
+    if ending != "cut":
+        reason = draw(st.sampled_from(["end_turn", "max_tokens", "tool_use", "stop_sequence", "refusal", "pause_turn"]))
+        events.append(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": reason, "stop_sequence": None},
+                "usage": {"output_tokens": 9},
+            }
+        )
+    if ending == "stop":
+        events.append({"type": "message_stop"})
+    return events
