@@ -86,3 +86,15 @@ def test_chat_tool_fragment_after_the_finish_reason_is_dropped() -> None:
     events += translator.finish()
     validate_events(events)
     assert events[-1]["response"]["output"][0]["arguments"] == "{}"
+
+
+@pytest.mark.parametrize("chunk", [{"choices": True}, {"choices": [{"index": 0, "delta": {"tool_calls": 7}}]}])
+def test_chat_chunks_with_wrongly_typed_lists_are_skipped(chunk: dict[str, Any]) -> None:
+    # Found by the mangled-chunk property test: ``"choices": true`` or ``"tool_calls": 7`` from a
+    # broken upstream raised TypeError inside the translator mid-stream.
+    translator = ChatStreamTranslator("m")
+    events = translator.feed(chunk)
+    events += translator.feed({"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]})
+    events += translator.finish()
+    validate_events(events)
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "hi"

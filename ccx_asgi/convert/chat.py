@@ -403,7 +403,8 @@ class ChatStreamTranslator:
         self.stream.start()
         if isinstance(data.get("usage"), dict):
             self.usage = chat_usage(data["usage"])
-        for choice in data.get("choices") or ():
+        choices = data.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # n > 1 is never requested; extra choices are not ours to show
             delta = choice.get("delta")
@@ -433,7 +434,8 @@ class ChatStreamTranslator:
             if self._text is None:
                 self._text = stream.open_item("message")
             stream.delta(self._text, content)
-        for fragment in delta.get("tool_calls") or ():
+        fragments = delta.get("tool_calls")
+        for fragment in fragments if isinstance(fragments, list) else ():
             if isinstance(fragment, dict):
                 self._tool_fragment(fragment)
 
