@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from ccx_asgi.convert.chat import ChatStreamTranslator, to_chat_request
-from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT, pair_tool_calls
+from ccx_asgi.convert.claude import ClaudeStreamTranslator
+from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT, ToolCatalog, pair_tool_calls
 from ccx_asgi.errors import InvalidRequestError
 from tests.fakes.chat_upstream import validate_chat_request
 from tests.sdk import validate_events
@@ -98,3 +99,28 @@ def test_chat_chunks_with_wrongly_typed_lists_are_skipped(chunk: dict[str, Any])
     events += translator.finish()
     validate_events(events)
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "hi"
+
+
+def test_claude_tool_use_without_a_name_is_dropped() -> None:
+    # Found by the mangled-event property test: a tool_use block without a name became a
+    # function_call item with an empty name, which no client can run.
+    translator = ClaudeStreamTranslator("m", {}, ToolCatalog())
+    events: list[dict[str, Any]] = []
+    for event in [
+        {"type": "message_start", "message": {"usage": {"input_tokens": 1}}},
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "tool_use", "id": "toolu_1", "input": {}},
+        },
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": "done"}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}},
+        {"type": "message_stop"},
+    ]:
+        events += translator.feed(event)
+    events += translator.finish()
+    validate_events(events)
+    assert [item["type"] for item in events[-1]["response"]["output"]] == ["message"]
