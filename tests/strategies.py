@@ -35,6 +35,7 @@ __all__ = [
     "chat_chunks",
     "claude_events",
     "drive",
+    "mangled",
     "responses_requests",
     "responses_streams",
     "run_translator",
@@ -567,3 +568,50 @@ def claude_events(draw: st.DrawFn) -> list[dict[str, Any]]:
     if ending == "stop":
         events.append({"type": "message_stop"})
     return events
+
+
+_junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.text(max_size=3),
+    st.just([]),
+    st.just({}),
+    st.just([{"index": "0"}]),
+    st.just({"type": "text_delta"}),
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key/index path inside ``value`` (dicts and lists)."""
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return []
+    out = []
+    for key, child in items:
+        out.append((*prefix, key))
+        out.extend(_paths(child, (*prefix, key)))
+    return out
+
+
+@st.composite
+def mangled(draw: st.DrawFn, events: st.SearchStrategy[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``events`` with a few values anywhere inside replaced by junk of the wrong type (a broken
+    upstream that sends ``"choices": 7``, ``"index": "0"``, ``"arguments": null`` …), or removed."""
+    sequence = [copy.deepcopy(e) for e in draw(events)]
+    for _ in range(draw(st.integers(1, 4))):
+        paths = _paths(sequence)
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent: Any = sequence
+        for key in path[:-1]:
+            parent = parent[key]
+        if isinstance(parent, dict) and draw(st.booleans()):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = copy.deepcopy(draw(_junk))  # never share (and later mutate) a st.just value
+    return [e for e in sequence if isinstance(e, dict)]

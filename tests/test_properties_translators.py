@@ -19,7 +19,16 @@ from ccx_asgi.convert.chat import ChatStreamTranslator
 from ccx_asgi.convert.claude import ClaudeStreamTranslator, decode_reasoning
 from ccx_asgi.convert.tools import ToolCatalog
 from tests.sdk import validate_events
-from tests.strategies import TRANSLATOR_REQUEST, Wire, broken, chat_chunks, claude_events, run_translator, wire
+from tests.strategies import (
+    TRANSLATOR_REQUEST,
+    Wire,
+    broken,
+    chat_chunks,
+    claude_events,
+    mangled,
+    run_translator,
+    wire,
+)
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _CATALOG = ToolCatalog.from_tools(TRANSLATOR_REQUEST["tools"])
@@ -170,6 +179,27 @@ def test_claude_streams_translate_faithfully(events: list[dict[str, Any]]) -> No
 @FAST
 @given(sent=broken(claude_events()))
 def test_claude_any_upstream_sequence_gives_a_valid_stream(sent: list[Wire]) -> None:
+    out = run_translator(_claude(), wire(sent))
+    validate_events(out)
+    if out[-1]["type"] == "response.completed":
+        assert _claude_finished(_delivered(sent)), "completed although the upstream never finished"
+
+
+# -- wrong types anywhere inside the events ---------------------------------------------------------
+
+
+@FAST
+@given(sent=broken(mangled(chat_chunks())))
+def test_chat_mangled_chunks_give_a_valid_stream(sent: list[Wire]) -> None:
+    out = run_translator(_chat(), wire(sent))
+    validate_events(out)
+    if out[-1]["type"] == "response.completed":
+        assert _chat_finished(_delivered(sent)), "completed although the upstream never finished"
+
+
+@FAST
+@given(sent=broken(mangled(claude_events())))
+def test_claude_mangled_events_give_a_valid_stream(sent: list[Wire]) -> None:
     out = run_translator(_claude(), wire(sent))
     validate_events(out)
     if out[-1]["type"] == "response.completed":
