@@ -15,10 +15,11 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, given, settings
 
-from ccx_asgi.convert.chat import ChatStreamTranslator
-from ccx_asgi.convert.claude import ClaudeStreamTranslator, decode_reasoning
+from ccx_asgi.convert.chat import ChatStreamTranslator, chat_to_response
+from ccx_asgi.convert.claude import ClaudeStreamTranslator, convert_claude_message, decode_reasoning
 from ccx_asgi.convert.tools import ToolCatalog
-from tests.sdk import validate_events
+from tests.fakes.chat_upstream import completion_from_chunks
+from tests.sdk import validate_events, validate_response
 from tests.strategies import (
     TRANSLATOR_REQUEST,
     Wire,
@@ -204,3 +205,86 @@ def test_claude_mangled_events_give_a_valid_stream(sent: list[Wire]) -> None:
     validate_events(out)
     if out[-1]["type"] == "response.completed":
         assert _claude_finished(_delivered(sent)), "completed although the upstream never finished"
+
+
+# -- non-streaming answers: the same items as the stream ----------------------------------------------
+
+
+def _summary(output: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Items without their generated ids, in a stable order (parallel calls may start in any order)."""
+    rows = []
+    for item in output:
+        if item["type"] == "message":
+            rows.append(("message", item["content"][0]["text"], item["status"]))
+        elif item["type"] == "reasoning":
+            rows.append(("reasoning", [s["text"] for s in item["summary"]], item.get("encrypted_content") is not None))
+        elif item["type"] == "function_call":
+            rows.append(("function_call", item["call_id"], item["name"], item.get("namespace"), item["arguments"]))
+        else:
+            rows.append(("custom_tool_call", item["call_id"], item["name"], item["input"]))
+    return sorted(rows, key=repr)
+
+
+@FAST
+@given(chunks=chat_chunks())
+def test_chat_non_streaming_answers_match_the_stream(chunks: list[dict[str, Any]]) -> None:
+    streamed = run_translator(_chat(), wire(list(chunks)))
+    if streamed[-1]["type"] == "response.failed":
+        return  # no finish_reason: a non-streaming answer always has one
+    # The fake assembles only DeepSeek's spelling; OpenRouter's ``reasoning`` is the same text.
+    renamed = [
+        {
+            **c,
+            "choices": [
+                {**ch, "delta": {("reasoning_content" if k == "reasoning" else k): v for k, v in ch["delta"].items()}}
+                for ch in c["choices"]
+            ],
+        }
+        for c in chunks
+    ]
+    completion = completion_from_chunks(renamed)
+    response = chat_to_response(completion, model="m", request=TRANSLATOR_REQUEST, catalog=_CATALOG)
+    validate_response(response)
+    final = streamed[-1]["response"]
+    assert response["status"] == final["status"]
+    assert _summary(response["output"]) == _summary(final["output"])
+    assert response["usage"] == final["usage"]
+
+
+def _claude_message(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The non-streaming Messages answer equivalent to a (finished) event stream."""
+    blocks: dict[int, dict[str, Any]] = {}
+    partial: dict[int, str] = {}
+    stop_reason = None
+    for event in events:
+        if event["type"] == "content_block_start":
+            blocks[event["index"]] = dict(event["content_block"])
+        elif event["type"] == "content_block_delta":
+            block, delta = blocks[event["index"]], event["delta"]
+            if delta["type"] == "text_delta":
+                block["text"] += delta["text"]
+            elif delta["type"] == "thinking_delta":
+                block["thinking"] += delta["thinking"]
+            elif delta["type"] == "signature_delta":
+                block["signature"] = delta["signature"]
+            else:
+                partial[event["index"]] = partial.get(event["index"], "") + delta["partial_json"]
+        elif event["type"] == "message_delta":
+            stop_reason = event["delta"]["stop_reason"]
+    for index, raw in partial.items():
+        blocks[index]["input"] = orjson.loads(raw)
+    head = events[0]["message"]
+    return {**head, "content": [blocks[i] for i in sorted(blocks)], "stop_reason": stop_reason}
+
+
+@FAST
+@given(events=claude_events())
+def test_claude_non_streaming_answers_match_the_stream(events: list[dict[str, Any]]) -> None:
+    streamed = run_translator(_claude(), wire(list(events)))
+    if streamed[-1]["type"] == "response.failed":
+        return  # an error event or a cut stream: no non-streaming answer exists
+    response = convert_claude_message(_claude_message(events), "m", TRANSLATOR_REQUEST, _CATALOG)
+    validate_response(response)
+    final = streamed[-1]["response"]
+    assert response["status"] == final["status"]
+    assert _summary(response["output"]) == _summary(final["output"])
