@@ -19,10 +19,12 @@ output must validate, whatever arrived).
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from ccx_asgi.convert.events import ResponseStream, usage_dict
@@ -36,6 +38,7 @@ __all__ = [
     "claude_events",
     "drive",
     "mangled",
+    "property_settings",
     "responses_requests",
     "responses_streams",
     "run_translator",
@@ -43,6 +46,19 @@ __all__ = [
     "stream_ops",
     "wire",
 ]
+
+
+def property_settings(max_examples: int) -> settings:
+    """Settings for the property suites: no deadline, and derandomized so CI runs the same examples
+    every time (a failure is reproducible, never flaky). ``CCX_HYPOTHESIS_RANDOM=1`` draws fresh
+    examples instead, for bug hunting."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        derandomize=not os.environ.get("CCX_HYPOTHESIS_RANDOM"),
+    )
+
 
 # Text that exercises JSON escaping, SSE framing characters and multi-byte UTF-8.
 _ALPHABET = st.characters(codec="utf-8", exclude_categories=("Cs",))

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ccx_asgi.convert.chat import ChatOptions, request_tools, to_chat_request
@@ -24,9 +24,9 @@ from ccx_asgi.convert.tools import ToolCatalog
 from ccx_asgi.errors import InvalidRequestError
 from tests.fakes.chat_upstream import validate_chat_request
 from tests.fakes.claude_upstream import Rejected, check_request
-from tests.strategies import responses_requests
+from tests.strategies import property_settings, responses_requests
 
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = property_settings(300)
 _CODEX = Path("/work/shared/codex")
 CODEX_BODIES = [orjson.loads(p.read_bytes()) for p in sorted(_CODEX.glob("request-*.json"))] if _CODEX.is_dir() else []
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter, ValidationError
@@ -21,9 +21,9 @@ from ccx_asgi.channels.responses import TERMINAL_EVENTS, PassthroughTranslator
 from tests.conftest import PROXY_KEY, AppFactory, channel
 from tests.fakes.hostile_upstream import HostileUpstream, Plan, text_events
 from tests.sdk import validate_events
-from tests.strategies import Wire, broken, responses_streams, run_translator, wire
+from tests.strategies import Wire, broken, property_settings, responses_streams, run_translator, wire
 
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = property_settings(200)
 _EVENT = TypeAdapter(ResponseStreamEvent)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from ccx_asgi import ChannelConfig, create_app, load_settings
 from tests.conftest import PROXY_KEY, channel
@@ -22,7 +22,7 @@ from tests.fakes.chat_upstream import FakeChatUpstream
 from tests.fakes.claude_upstream import FakeClaudeUpstream
 from tests.fakes.responses_upstream import FakeResponsesUpstream
 from tests.sdk import parse_sse, validate_events, validate_response
-from tests.strategies import responses_requests
+from tests.strategies import property_settings, responses_requests
 
 #: service_type -> a fresh strict fake upstream (an ASGI app with a ``requests`` record).
 UPSTREAMS: dict[str, Callable[[], Any]] = {
@@ -49,7 +49,7 @@ async def _round_trip(service_type: str, body: dict[str, Any]) -> tuple[httpx.Re
 
 
 @pytest.mark.parametrize("service_type", sorted(UPSTREAMS))
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@property_settings(100)
 @given(body=responses_requests())
 def test_valid_requests_convert_or_get_a_clear_400(service_type: str, body: dict[str, Any]) -> None:
     response, upstream = asyncio.run(_round_trip(service_type, body))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from ccx_asgi.convert.chat import ChatStreamTranslator, chat_to_response
 from ccx_asgi.convert.claude import ClaudeStreamTranslator, convert_claude_message, decode_reasoning
@@ -27,11 +27,12 @@ from tests.strategies import (
     chat_chunks,
     claude_events,
     mangled,
+    property_settings,
     run_translator,
     wire,
 )
 
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = property_settings(300)
 _CATALOG = ToolCatalog.from_tools(TRANSLATOR_REQUEST["tools"])
 
 
