@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from ccx_asgi.convert.chat import ChatStreamTranslator, to_chat_request
-from ccx_asgi.convert.claude import ClaudeStreamTranslator
+from ccx_asgi.convert.claude import ClaudeStreamTranslator, to_claude_request
+from ccx_asgi.convert.roles import normalize_roles
 from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT, ToolCatalog, pair_tool_calls
 from ccx_asgi.errors import InvalidRequestError
 from tests.fakes.chat_upstream import validate_chat_request
@@ -124,3 +125,26 @@ def test_claude_tool_use_without_a_name_is_dropped() -> None:
     events += translator.finish()
     validate_events(events)
     assert [item["type"] for item in events[-1]["response"]["output"]] == ["message"]
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": [], "role": "user", "content": "x"},
+        {"type": "message", "role": [], "content": "x"},
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": [], "text": "x"}, {"type": "input_text", "text": "y"}],
+        },
+        {"type": "reasoning", "summary": 5, "content": True},
+    ],
+)
+def test_unhashable_types_and_roles_are_ignored_not_a_crash(item: dict[str, Any]) -> None:
+    # Found by test_malformed_bodies_never_crash_a_converter: ``"type": []`` (or a list role, or a
+    # non-list summary) raised TypeError inside the converters, a 500 instead of a request or a 400.
+    body = {"model": "m", "input": [item, {"type": "message", "role": "user", "content": "go"}]}
+    chat = to_chat_request(normalize_roles(body), model="up")
+    assert validate_chat_request(chat, strict_roles=True) is None
+    claude = to_claude_request(body, "up")
+    assert claude["messages"][-1]["role"] == "user"

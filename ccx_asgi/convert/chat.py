@@ -82,6 +82,8 @@ def _content(parts: Any, role: str) -> str | list[dict[str, Any]]:
         if not isinstance(part, dict):
             continue
         kind = part.get("type")
+        if not isinstance(kind, str):  # a malformed part (e.g. "type": []) would not even hash
+            continue
         if kind in _TEXT_PARTS and isinstance(part.get("text"), str):
             texts.append(part["text"])
             chat_parts.append({"type": "text", "text": part["text"]})
@@ -103,7 +105,8 @@ def _content(parts: Any, role: str) -> str | list[dict[str, Any]]:
 def _reasoning_text(item: dict[str, Any]) -> str:
     texts = []
     for key in ("content", "summary"):
-        for part in item.get(key) or ():
+        parts = item.get(key)
+        for part in parts if isinstance(parts, list) else ():
             if isinstance(part, dict) and isinstance(part.get("text"), str) and part["text"]:
                 texts.append(part["text"])
         if texts:  # raw reasoning when present, else the summary: never both copies

@@ -227,7 +227,7 @@ def pair_tool_calls(items: Iterable[Any]) -> list[dict[str, Any]]:
     - a call that comes after outputs of the open group starts a new group (the open group is
       closed first); orphan outputs met inside a group follow it as messages once it is closed;
     - a repeated call with an id already used is dropped (upstreams reject duplicate ids);
-    - non-dict items are dropped.
+    - non-dict items and items whose ``type`` is not a string are dropped.
     The input is not mutated; items that need no change are returned as the same objects.
     """
     out: list[dict[str, Any]] = []
@@ -253,6 +253,8 @@ def pair_tool_calls(items: Iterable[Any]) -> list[dict[str, Any]]:
         if not isinstance(item, dict):
             continue
         kind = item.get("type", "message")
+        if not isinstance(kind, str):
+            continue  # a malformed item ("type": [] …): no upstream could take it either
         if kind in _CALL_TYPES:
             call_id = item.get("call_id")
             if isinstance(call_id, str) and call_id not in answered and call_id not in pending:
