@@ -24,7 +24,7 @@ from ccx_asgi.convert.tools import ToolCatalog
 from ccx_asgi.errors import InvalidRequestError
 from tests.fakes.chat_upstream import validate_chat_request
 from tests.fakes.claude_upstream import Rejected, check_request
-from tests.strategies import property_settings, responses_requests
+from tests.strategies import mangled, property_settings, responses_requests
 
 FAST = property_settings(300)
 _CODEX = Path("/work/shared/codex")
@@ -130,3 +130,25 @@ def test_recorded_codex_bodies_convert(normalize: bool) -> None:
     for body in CODEX_BODIES:
         assert check_chat(body, ChatOptions(), normalize=normalize) is not None
         assert check_claude(body) is not None
+
+
+# -- malformed bodies: a clear 400 or a request, never a crash --------------------------------------
+
+
+def _convert_or_400(convert: Any, body: dict[str, Any]) -> None:
+    try:
+        out = convert(body)
+    except InvalidRequestError as exc:
+        assert exc.status == 400  # noqa: PT017 - the exception type is the property under test
+        return
+    orjson.dumps(out)
+
+
+@FAST
+@given(body=mangled(responses_requests(repairable=True).map(lambda b: [b])).map(lambda bs: bs[0] if bs else {}))
+def test_malformed_bodies_never_crash_a_converter(body: dict[str, Any]) -> None:
+    body = {**body, "model": "m"}  # the envelope (model, stream) is checked before any converter runs
+    if not isinstance(body.get("stream", False), bool):
+        body["stream"] = False
+    _convert_or_400(lambda b: to_chat_request(normalize_roles(b), model="up"), body)
+    _convert_or_400(lambda b: to_claude_request(b, "up"), body)
