@@ -22,7 +22,7 @@ from tests.fakes.chat_upstream import FakeChatUpstream
 from tests.fakes.claude_upstream import FakeClaudeUpstream
 from tests.fakes.responses_upstream import FakeResponsesUpstream
 from tests.sdk import parse_sse, validate_events, validate_response
-from tests.strategies import property_settings, responses_requests
+from tests.strategies import mangled, property_settings, responses_requests
 
 #: service_type -> a fresh strict fake upstream (an ASGI app with a ``requests`` record).
 UPSTREAMS: dict[str, Callable[[], Any]] = {
@@ -40,7 +40,9 @@ async def _round_trip(service_type: str, body: dict[str, Any]) -> tuple[httpx.Re
             ChannelConfig.model_validate(channel(service_type=service_type, model_map={"gpt-test": "gpt-upstream"}))
         ],
     )
-    app = create_app(settings_, transport=httpx.ASGITransport(app=upstream))
+    # A fake that crashes on a malformed body answers HTTP 500, as a real upstream would (the
+    # default re-raises inside the gateway, which no real transport does).
+    app = create_app(settings_, transport=httpx.ASGITransport(app=upstream, raise_app_exceptions=False))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
         response = await client.post("/responses", json=body, headers={"authorization": f"Bearer {PROXY_KEY}"})
@@ -68,3 +70,15 @@ def test_valid_requests_convert_or_get_a_clear_400(service_type: str, body: dict
         validate_events(parse_sse(response.content))
     else:
         validate_response(response.json())
+
+
+@pytest.mark.parametrize("service_type", sorted(UPSTREAMS))
+@property_settings(40)
+@given(bodies=mangled(responses_requests(repairable=True).map(lambda b: [b])))
+def test_malformed_bodies_never_give_a_500(service_type: str, bodies: list[dict[str, Any]]) -> None:
+    body = bodies[0] if bodies else {}
+    response, _ = asyncio.run(_round_trip(service_type, body))
+    # A request, a clear client error, or an upstream's refusal passed on: never an internal error.
+    assert response.status_code != 500, response.text
+    if response.status_code == 400:
+        assert response.json()["error"]["message"]
