@@ -7,15 +7,15 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ccx_asgi.convert.events import ResponseStream
 from ccx_asgi.sse import SSEEvent, SSEParser, encode_event
 from tests.sdk import TERMINAL, parse_sse, validate_events
-from tests.strategies import drive, responses_streams, sse_bytes, stream_ops
+from tests.strategies import drive, property_settings, responses_streams, sse_bytes, stream_ops
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = property_settings(150)
 
 
 @FAST

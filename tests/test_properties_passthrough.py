@@ -9,16 +9,21 @@ import copy
 import itertools
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import httpx
+import openai
+import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter, ValidationError
 
 from ccx_asgi.channels.responses import TERMINAL_EVENTS, PassthroughTranslator
+from tests.conftest import PROXY_KEY, AppFactory, channel
+from tests.fakes.hostile_upstream import HostileUpstream, Plan, text_events
 from tests.sdk import validate_events
-from tests.strategies import Wire, broken, responses_streams, run_translator, wire
+from tests.strategies import Wire, broken, property_settings, responses_streams, run_translator, wire
 
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = property_settings(200)
 _EVENT = TypeAdapter(ResponseStreamEvent)
 
 
@@ -93,3 +98,34 @@ def test_fail_is_valid_even_after_a_malformed_response_object(response: dict[str
     assert len(failed) == 1
     assert _valid(failed[0]), failed[0]
     assert failed[0]["response"]["status"] == "failed"
+
+
+@pytest.mark.parametrize("position", [0, 1, 3, -1], ids=["first", "after-created", "mid-item", "before-terminal"])
+async def test_unknown_upstream_events_are_forwarded_and_the_sdk_tolerates_them(
+    make_app: AppFactory, position: int
+) -> None:
+    """The pass-through forwards event types it does not know (a newer OpenAI event must reach a
+    newer SDK). They are not in this SDK's ``ResponseStreamEvent`` union, but neither
+    ``responses.stream()`` nor ``responses.create(stream=True)`` validates strictly: both carry on,
+    and the final response is intact. See docs/security.md, "Unknown upstream event types"."""
+    unknown = {"type": "response.future_thing", "payload": {"x": 1}}
+    assert not _valid({**unknown, "sequence_number": 0})
+    events: list[Any] = text_events("hello")
+    at = position if position >= 0 else len(events) - 1
+    events = [*events[:at], unknown, *events[at:]]
+    upstream = HostileUpstream(plan=lambda body, headers: Plan(events=events))
+    app = make_app([channel()], transport=httpx.ASGITransport(app=upstream))
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    client = openai.AsyncOpenAI(api_key=PROXY_KEY, base_url="http://gw.test", http_client=http, max_retries=0)
+    try:
+        async with client.responses.stream(model="m", input="hi") as stream:
+            seen = [event.type async for event in stream]
+            final = await stream.get_final_response()
+        assert "response.future_thing" in seen
+        assert final.output_text == "hello" and final.status == "completed"
+        raw = await client.responses.create(model="m", input="hi", stream=True)
+        types = [event.type async for event in raw]
+        assert "response.future_thing" in types and types[-1] == "response.completed"
+    finally:
+        await http.aclose()
+        await app.aclose()

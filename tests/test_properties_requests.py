@@ -1,8 +1,9 @@
 """Property test for request conversion: every valid Responses request either reaches the strict
 fake upstream in a shape it accepts (and the answer is SDK-valid), or is refused with a clear 400.
 
-``UPSTREAMS`` maps a service type to a strict fake for it; the Chat and Claude fakes are added
-here when their converters land, and the same property then covers them.
+``UPSTREAMS`` maps a service type to a strict fake for it (native Responses, Chat Completions,
+Claude Messages). The converter-level properties with many more examples, repairable histories and
+every channel option are in ``test_properties_convert.py``; this one checks the whole HTTP path.
 """
 
 from __future__ import annotations
@@ -13,16 +14,22 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from ccx_asgi import ChannelConfig, create_app, load_settings
 from tests.conftest import PROXY_KEY, channel
+from tests.fakes.chat_upstream import FakeChatUpstream
+from tests.fakes.claude_upstream import FakeClaudeUpstream
 from tests.fakes.responses_upstream import FakeResponsesUpstream
 from tests.sdk import parse_sse, validate_events, validate_response
-from tests.strategies import responses_requests
+from tests.strategies import mangled, property_settings, responses_requests
 
 #: service_type -> a fresh strict fake upstream (an ASGI app with a ``requests`` record).
-UPSTREAMS: dict[str, Callable[[], Any]] = {"responses": FakeResponsesUpstream}
+UPSTREAMS: dict[str, Callable[[], Any]] = {
+    "responses": FakeResponsesUpstream,
+    "chat": FakeChatUpstream,
+    "claude": FakeClaudeUpstream,
+}
 
 
 async def _round_trip(service_type: str, body: dict[str, Any]) -> tuple[httpx.Response, Any]:
@@ -33,7 +40,9 @@ async def _round_trip(service_type: str, body: dict[str, Any]) -> tuple[httpx.Re
             ChannelConfig.model_validate(channel(service_type=service_type, model_map={"gpt-test": "gpt-upstream"}))
         ],
     )
-    app = create_app(settings_, transport=httpx.ASGITransport(app=upstream))
+    # A fake that crashes on a malformed body answers HTTP 500, as a real upstream would (the
+    # default re-raises inside the gateway, which no real transport does).
+    app = create_app(settings_, transport=httpx.ASGITransport(app=upstream, raise_app_exceptions=False))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
         response = await client.post("/responses", json=body, headers={"authorization": f"Bearer {PROXY_KEY}"})
@@ -42,7 +51,7 @@ async def _round_trip(service_type: str, body: dict[str, Any]) -> tuple[httpx.Re
 
 
 @pytest.mark.parametrize("service_type", sorted(UPSTREAMS))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@property_settings(100)
 @given(body=responses_requests())
 def test_valid_requests_convert_or_get_a_clear_400(service_type: str, body: dict[str, Any]) -> None:
     response, upstream = asyncio.run(_round_trip(service_type, body))
@@ -61,3 +70,15 @@ def test_valid_requests_convert_or_get_a_clear_400(service_type: str, body: dict
         validate_events(parse_sse(response.content))
     else:
         validate_response(response.json())
+
+
+@pytest.mark.parametrize("service_type", sorted(UPSTREAMS))
+@property_settings(40)
+@given(bodies=mangled(responses_requests(repairable=True).map(lambda b: [b])))
+def test_malformed_bodies_never_give_a_500(service_type: str, bodies: list[dict[str, Any]]) -> None:
+    body = bodies[0] if bodies else {}
+    response, _ = asyncio.run(_round_trip(service_type, body))
+    # A request, a clear client error, or an upstream's refusal passed on: never an internal error.
+    assert response.status_code != 500, response.text
+    if response.status_code == 400:
+        assert response.json()["error"]["message"]

@@ -1,13 +1,14 @@
 """No key (proxy, admin, upstream, channel header) in any log line, error body, response, header or
 exception text, even when an upstream echoes the request's headers back.
 
-``assert_no_secrets`` and ``SURFACES`` are the extension points: endpoints that report state
-(admin, metrics) are added to ``SURFACES`` and checked with the same keys.
+``assert_no_secrets`` and ``SURFACES`` are the extension points: every endpoint that reports state
+(models, admin API and page, metrics) is in ``SURFACES`` and checked after hostile traffic.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from ccx_asgi import CCXApp
 from ccx_asgi.errors import ConfigurationError
+from ccx_asgi.metrics import BREAKER_STATES
 from ccx_asgi.settings import load_settings
 from ccx_asgi.upstream import _Redactor
 from tests.conftest import PROXY_KEY, AppFactory, channel
@@ -32,9 +34,16 @@ ADMIN_KEY = "admin-SECRET-key-7777777777"
 EXTRA_KEY = "extra-proxy-SECRET-8888888888"
 SECRETS = (UPSTREAM_KEY, SECOND_KEY, HEADER_SECRET, ADMIN_KEY, PROXY_KEY, EXTRA_KEY)
 
-#: (method, path, key) of every endpoint that reports gateway state. After the admin and metrics
-#: work is merged, add e.g. ("GET", "/admin/channels", ADMIN_KEY) and ("GET", "/metrics", None).
-SURFACES: list[tuple[str, str, str | None]] = [("GET", "/models", PROXY_KEY)]
+WRONG_KEY = "wrong-client-SECRET-9999999999"
+
+#: (method, path, key) of every endpoint that reports gateway state: the model list, the admin API
+#: and page, and the Prometheus metrics (all behind the admin key once one is configured).
+SURFACES: list[tuple[str, str, str | None]] = [
+    ("GET", "/models", PROXY_KEY),
+    ("GET", "/admin/channels", ADMIN_KEY),
+    ("GET", "/admin/", ADMIN_KEY),
+    ("GET", "/metrics", ADMIN_KEY),
+]
 
 
 def assert_no_secrets(*texts: str | bytes, secrets: Iterable[str] = SECRETS) -> None:
@@ -193,11 +202,66 @@ async def test_wrong_client_keys_are_not_echoed(gateway: CCXApp, client_for: Any
     assert_no_secrets(*response_texts(response), *log_texts(caplog), secrets=(*SECRETS, wrong))
 
 
+async def _hostile_traffic(gateway: CCXApp, upstream: HostileUpstream, client_for: Any) -> None:
+    """Fill the recent-request rings and metrics with everything that could carry a key: upstream
+    errors echoing the request headers (every status, stream or not), an in-stream failure echoing
+    them, an all-channels-failed 503, a success, and a client with a wrong key."""
+    proxy = client_for(gateway, key=EXTRA_KEY)
+    for status in (400, 401, 429, 500):
+        upstream.plan = echo_headers(status)
+        for stream in (True, False):
+            response = await proxy.post("/responses", json={"model": "m", "input": "hi", "stream": stream})
+            assert response.status_code >= 400
+    # Keys first, so they sit inside the (truncated) failure outcome the admin API keeps.
+    upstream.plan = lambda body, headers: Plan(
+        status=503, error={"error": {"message": f"bad {headers.get('authorization')} {headers.get('x-portkey-key')}"}}
+    )
+    assert (await proxy.post("/responses", json={"model": "m", "input": "hi"})).status_code == 503
+    upstream.plan = _echo_in_stream(committed=True)
+    response = await proxy.post("/responses", json={"model": "m", "input": "hi", "stream": True})
+    assert parse_sse(response.content)[-1]["type"] == "response.failed"
+    upstream.plan = lambda body, headers: Plan(events=text_events())
+    assert (await proxy.post("/responses", json={"model": "m", "input": "hi", "stream": True})).status_code == 200
+    assert (await client_for(gateway, key=WRONG_KEY).post("/responses", json={"model": "m"})).status_code == 401
+    assert any(h.get("authorization") == f"Bearer {SECOND_KEY}" for h, _ in upstream.requests)
+
+
+_LABELS = re.compile(r"^[a-z_]+\{([^}]*)\}", re.MULTILINE)
+
+
 @pytest.mark.parametrize(("method", "path", "key"), SURFACES)
-async def test_state_endpoints_leak_nothing(gateway: CCXApp, client_for: Any, method: str, path: str, key: Any) -> None:
+async def test_state_endpoints_leak_nothing(
+    gateway: CCXApp,
+    upstream: HostileUpstream,
+    client_for: Any,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+    key: Any,
+) -> None:
+    await _hostile_traffic(gateway, upstream, client_for)
     response = await client_for(gateway, key=key).request(method, path)
     assert response.status_code == 200, response.text
-    assert_no_secrets(*response_texts(response))
+    assert_no_secrets(*response_texts(response), *log_texts(caplog), secrets=(*SECRETS, WRONG_KEY))
+    if path == "/admin/channels":
+        # The traffic is there (failed attempts per channel), the keys are not.
+        assert {c["name"] for c in response.json()["channels"]} == {"a", "b"}
+        assert "bad Bearer [redacted] [redacted]" in response.text
+    if path == "/metrics":
+        # The failures were counted (the endpoint saw the traffic), and every label value is one the
+        # gateway chose: channel names, HTTP statuses, token kinds, buckets, breaker states.
+        assert re.search(r'^ccx_upstream_failures_total\{channel="a"\} [1-9]', response.text, re.MULTILINE)
+        allowed = {
+            "channel": lambda v: v in ("a", "b", "none"),
+            "status": str.isdigit,
+            "kind": lambda v: v in ("input", "output", "cached_input", "reasoning"),
+            "le": lambda v: v == "+Inf" or v.replace(".", "", 1).isdigit(),
+            "ccx_breaker_state": lambda v: v in BREAKER_STATES,
+        }
+        pairs = [p for labels in _LABELS.findall(response.text) for p in re.findall(r'(\w+)="([^"]*)"', labels)]
+        assert pairs
+        for name, value in pairs:
+            assert name in allowed and allowed[name](value), (name, value[-4:])
 
 
 def test_settings_and_configuration_errors_hide_keys() -> None:

@@ -29,6 +29,7 @@ from ccx_asgi.convert.tools import (
     pair_tool_calls,
     upstream_tool_name,
 )
+from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.types import Event
 
 __all__ = [
@@ -96,7 +97,8 @@ def _content(parts: Any, role: str) -> str | list[dict[str, Any]]:
 def _reasoning_text(item: dict[str, Any]) -> str:
     texts = []
     for key in ("content", "summary"):
-        for part in item.get(key) or ():
+        parts = item.get(key)
+        for part in parts if isinstance(parts, list) else ():
             if isinstance(part, dict) and isinstance(part.get("text"), str) and part["text"]:
                 texts.append(part["text"])
         if texts:  # raw reasoning when present, else the summary: never both copies
@@ -272,16 +274,19 @@ def to_chat_request(
     ``catalog`` is the body's :class:`ToolCatalog` when the caller already built it (it is needed
     again to translate the answer). Fields with no Chat meaning (``store``, ``include``,
     ``metadata``, ``client_metadata``, ``truncation``, ``service_tier``, ``text.verbosity`` …) are
-    not sent; ``prompt_cache_key`` only when ``options.prompt_cache_key``.
+    not sent; ``prompt_cache_key`` only when ``options.prompt_cache_key``. Raises
+    :class:`~ccx_asgi.errors.InvalidRequestError` when nothing is left to send.
     """
     options = options or ChatOptions()
     catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(body))
-    chat: dict[str, Any] = {
-        "model": model,
-        "messages": chat_messages(
-            body.get("instructions"), body.get("input"), reasoning_content=options.reasoning_content
-        ),
-    }
+    messages = chat_messages(body.get("instructions"), body.get("input"), reasoning_content=options.reasoning_content)
+    if not messages:
+        # Only items with no Chat form (reasoning, hosted-tool calls): every Chat upstream refuses
+        # an empty ``messages`` array, so say so in the client's terms.
+        raise InvalidRequestError(
+            "The request has no instructions or messages to send to the model.", param="input", code="invalid_value"
+        )
+    chat: dict[str, Any] = {"model": model, "messages": messages}
     if catalog.specs:
         chat["tools"] = [_chat_tool(spec, options.strict_tools) for spec in catalog.specs]
         if "tool_choice" in body:
@@ -393,7 +398,8 @@ class ChatStreamTranslator:
         self.stream.start()
         if isinstance(data.get("usage"), dict):
             self.usage = chat_usage(data["usage"])
-        for choice in data.get("choices") or ():
+        choices = data.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # n > 1 is never requested; extra choices are not ours to show
             delta = choice.get("delta")
@@ -423,7 +429,8 @@ class ChatStreamTranslator:
             if self._text is None:
                 self._text = stream.open_item("message")
             stream.delta(self._text, content)
-        for fragment in delta.get("tool_calls") or ():
+        fragments = delta.get("tool_calls")
+        for fragment in fragments if isinstance(fragments, list) else ():
             if isinstance(fragment, dict):
                 self._tool_fragment(fragment)
 
@@ -448,7 +455,8 @@ class ChatStreamTranslator:
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
             call.arguments.append(arguments)
-            if call.output_index is not None and not call.custom:
+            # A fragment after the finish_reason (a broken upstream) finds its item closed: drop it.
+            if call.output_index is not None and not call.custom and self.stream.is_open(call.output_index):
                 self.stream.delta(call.output_index, arguments)
         if call.output_index is None and call.name:
             self._open_call(call)

@@ -555,8 +555,12 @@ class ClaudeStreamTranslator:
             self._blocks[index] = _Block(
                 "redacted", stream.open_item("reasoning"), data=data if isinstance(data, str) else ""
             )
+        elif kind == "tool_use" and not (isinstance(content.get("name"), str) and content["name"]):
+            # A call without a name cannot be run by the client: dropped, never shown nameless.
+            debug_once("Claude tool_use block without a name")
+            self._blocks[index] = _Block("ignored")
         elif kind == "tool_use":
-            name = str(content.get("name") or "")
+            name = content["name"]
             spec = self._catalog.resolve(name)
             call_id = str(content.get("id") or "") or None
             block = _Block("tool", start_input=content.get("input"))

@@ -57,7 +57,9 @@ def content_parts(content: Any) -> Iterator[tuple[PartKind, dict[str, Any]]]:
         if not isinstance(part, dict):
             continue
         kind = part.get("type")
-        if kind in _TEXT_PARTS and isinstance(part.get("text"), str):
+        if not isinstance(kind, str):  # a malformed part (e.g. "type": []) would not even hash
+            yield "other", part
+        elif kind in _TEXT_PARTS and isinstance(part.get("text"), str):
             yield "text", part
         elif kind == "refusal" and isinstance(part.get("refusal"), str):
             yield "text", {"type": "output_text", "text": part["refusal"]}

@@ -21,7 +21,7 @@ def _normalize_item(item: Any) -> Any:
     if not isinstance(item, dict) or item.get("type", "message") != "message":
         return item
     role = item.get("role")
-    if role in _STANDARD:
+    if isinstance(role, str) and role in _STANDARD:
         return item
     if role == "developer":
         return {**item, "role": "system"}

@@ -224,27 +224,43 @@ def pair_tool_calls(items: Iterable[Any]) -> list[dict[str, Any]]:
       its group of calls;
     - an output whose call is not in the open group (never made, made later, or already answered)
       becomes a user message carrying its text, so nothing is lost;
+    - a call that comes after outputs of the open group starts a new group (the open group is
+      closed first); orphan outputs met inside a group follow it as messages once it is closed;
     - a repeated call with an id already used is dropped (upstreams reject duplicate ids);
-    - non-dict items are dropped.
+    - non-dict items and items whose ``type`` is not a string are dropped.
     The input is not mutated; items that need no change are returned as the same objects.
     """
     out: list[dict[str, Any]] = []
     pending: dict[str, dict[str, Any]] = {}  # call_id -> call, in the current call group
     answered: set[str] = set()
+    # Orphans met inside a call group wait for the group to close: a message between a call and
+    # its output would break the pairing the upstream checks.
+    orphans: list[dict[str, Any]] = []
+    answering = False  # the current group has started receiving outputs
 
     def close_group() -> None:
+        nonlocal answering
+        answering = False
         for call_id, call in pending.items():
             kind = "custom_tool_call_output" if call.get("type") == "custom_tool_call" else "function_call_output"
             out.append({"type": kind, "call_id": call_id, "output": INTERRUPTED_OUTPUT})
+        answered.update(pending)  # an interrupted call's id is used up too
         pending.clear()
+        out.extend(orphans)
+        orphans.clear()
 
     for item in items:
         if not isinstance(item, dict):
             continue
         kind = item.get("type", "message")
+        if not isinstance(kind, str):
+            continue  # a malformed item ("type": [] …): no upstream could take it either
         if kind in _CALL_TYPES:
             call_id = item.get("call_id")
             if isinstance(call_id, str) and call_id not in answered and call_id not in pending:
+                if not pending or answering:
+                    # A new group: the previous one's missing outputs and orphans go first.
+                    close_group()
                 pending[call_id] = item
                 out.append(item)
             continue
@@ -253,9 +269,10 @@ def pair_tool_calls(items: Iterable[Any]) -> list[dict[str, Any]]:
             if isinstance(call_id, str) and call_id in pending:
                 del pending[call_id]
                 answered.add(call_id)
+                answering = True
                 out.append(item)
             else:
-                out.append(_orphan_message(item))
+                (orphans if pending or orphans else out).append(_orphan_message(item))
             continue
         if kind == "reasoning" and pending:
             # Reasoning between calls and outputs belongs to the next assistant turn; keep order.
