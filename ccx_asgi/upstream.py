@@ -12,7 +12,6 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpcore
@@ -92,6 +91,36 @@ class _LinearPool(httpcore.AsyncConnectionPool):
                 self._connections.append(connection)
                 pool_request.assign_to_connection(connection)
         return closing_connections
+
+
+class _NoCookies(httpx.Cookies):
+    """A cookie store that never stores anything, without the cost of trying.
+
+    One client serves every end user, so a cookie an upstream sets for one request must never ride
+    along on another user's request. A jar that refuses every cookie would do, but httpx still
+    builds a ``urllib`` request and an ``email`` message per response to offer it the headers
+    (about 10% of the gateway's in-process time per request); skipping the offer is the same result.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        """Ignore the response's ``Set-Cookie`` headers."""
+
+
+class _Client(httpx.AsyncClient):
+    """``httpx.AsyncClient`` whose cookie store is a :class:`_NoCookies` (assigning another is ignored)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._no_cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        """Always empty."""
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        pass  # nothing is ever kept
 
 
 def _transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
@@ -250,15 +279,12 @@ class Upstream:
             mounts = {}
             if self._demo_transport is not None:
                 mounts["all://demo.ccx.invalid"] = self._demo_transport
-            self._client = httpx.AsyncClient(
+            self._client = _Client(
                 transport=self._transport if self._transport is not None else _transport(self._limits),
                 mounts=mounts,
                 limits=self._limits,
                 follow_redirects=False,
                 trust_env=False,
-                # One client serves every end user: a cookie an upstream sets for one request must
-                # never ride along on another user's request, so the jar accepts no cookies at all.
-                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             )
         return self._client
 
