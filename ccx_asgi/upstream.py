@@ -255,6 +255,41 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+class _IdleWatch:
+    """Expires ``deadline`` when one read has waited ``idle`` seconds, with one timer per ``idle``.
+
+    ``asyncio.timeout(idle)`` around every read schedules and cancels a timer per chunk (a few us
+    each, on every chunk of every stream). Here the reader only notes when its current read began
+    (``since``; ``None`` while it is not reading), and a timer that fires at most about once per
+    ``idle`` seconds checks it: a read that began ``idle`` ago is cancelled through ``deadline``
+    (the reader then sees ``TimeoutError``), otherwise the timer is set again for when the current
+    read would be late. Time the reader spends outside a read (the client being slow) never counts.
+    """
+
+    __slots__ = ("deadline", "handle", "idle", "loop", "since")
+
+    def __init__(self, deadline: asyncio.Timeout, idle: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.deadline = deadline
+        self.idle = idle
+        self.since: float | None = None
+        self.handle: asyncio.TimerHandle | None = self.loop.call_at(self.loop.time() + idle, self._check)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        since = self.since
+        if since is not None and now - since >= self.idle:
+            self.handle = None
+            self.deadline.reschedule(now)
+            return
+        self.handle = self.loop.call_at((now if since is None else since) + self.idle, self._check)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
 class Upstream:
     """The gateway's HTTP client. One instance per app; cheap to share across requests.
 
@@ -391,18 +426,24 @@ class Upstream:
         redactor = _Redactor(_attempt_secrets(attempt))
         chunks = response.aiter_bytes()
         try:
-            while True:
-                async with asyncio.timeout(idle):
-                    chunk = await anext(chunks, None)
-                if chunk is None:
-                    if rest := redactor.flush():
-                        yield rest
-                    return
-                if redactor.secrets:
-                    chunk = redactor.feed(chunk)
-                    if not chunk:
-                        continue
-                yield chunk
+            async with asyncio.timeout(None) as deadline:
+                watch = _IdleWatch(deadline, idle)
+                try:
+                    while True:
+                        watch.since = watch.loop.time()
+                        chunk = await anext(chunks, None)
+                        watch.since = None
+                        if chunk is None:
+                            if rest := redactor.flush():
+                                yield rest
+                            return
+                        if redactor.secrets:
+                            chunk = redactor.feed(chunk)
+                            if not chunk:
+                                continue
+                        yield chunk
+                finally:
+                    watch.stop()
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamTimeoutError(
                 f"channel {name!r}: upstream went idle for more than {idle:g}s (idle_timeout)"
