@@ -208,7 +208,11 @@ class _Redactor:
         for secret in self.secrets:
             if secret in data:
                 data = data.replace(secret, _REDACTED)
-        keep = max((_partial(data, secret) for secret in self.secrets), default=0)
+        keep = 0
+        for secret in self.secrets:
+            partial = _partial(data, secret)
+            if partial > keep:
+                keep = partial
         self.held = data[len(data) - keep :] if keep else b""
         return data[: len(data) - keep] if keep else data
 
@@ -219,6 +223,10 @@ class _Redactor:
 
 def _partial(data: bytes, secret: bytes) -> int:
     """Length of the longest tail of ``data`` that is a proper prefix of ``secret``."""
+    # Such a tail ends with data's last byte, so that byte must occur in the secret. SSE chunks end
+    # in a newline, which no key holds: this settles almost every chunk without a search.
+    if data[-1:] not in secret:
+        return 0
     tail = data[-(len(secret) - 1) :]
     index = tail.find(secret[:1])
     while index >= 0:
