@@ -16,7 +16,7 @@ from ccx_asgi.errors import UpstreamTimeoutError
 from ccx_asgi.upstream import Upstream
 from tests.conftest import channel
 
-IDLE = 0.1
+IDLE = 0.2
 
 
 class _Paced(httpx.AsyncByteStream):
@@ -63,16 +63,16 @@ async def test_a_stalled_read_fails_after_idle_timeout() -> None:
 
 
 async def test_steady_chunks_closer_than_idle_never_time_out() -> None:
-    # 10 gaps of 0.06 s: the stream lasts 6x the idle timeout, yet no single read waits that long.
-    count, elapsed = await _read([0.06] * 10)
+    # 10 gaps of 0.05 s: the stream lasts 2.5x the idle timeout, yet no single read waits that long.
+    count, elapsed = await _read([0.05] * 10)
     assert count == 10
-    assert elapsed > 5 * IDLE
+    assert elapsed > 2 * IDLE
 
 
 async def test_a_slow_consumer_does_not_count_as_upstream_idleness() -> None:
     # The upstream answers at once; the reader takes 1.5x idle per chunk, which is not upstream idleness.
-    count, _ = await _read([0.0] * 4, consumer_pause=1.5 * IDLE)
-    assert count == 4
+    count, _ = await _read([0.0] * 3, consumer_pause=1.5 * IDLE)
+    assert count == 3
 
 
 async def test_a_stall_after_a_slow_consumer_still_fails() -> None:
