@@ -82,7 +82,12 @@ def streams_table(rows: list[dict[str, Any]]) -> str:
         "| RSS idle → peak (MB) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    channels = list(dict.fromkeys(r["channel"] for r in rows))
+    arms = ["direct", "relay", "ccx", "litellm"]
+    arms += [r["arm"] for r in rows if r["arm"] not in arms]
+    # Rows in channel order, then arm order (LiteLLM's runs come last in time, see run_streams).
+    ordered = sorted(rows, key=lambda r: (channels.index(r["channel"]), arms.index(r["arm"])))
+    for r in ordered:
         base = direct.get(r["channel"], {}).get("ttfe_p50")
         extra = None if r["ttfe_p50"] is None or base is None or r["arm"] == "direct" else r["ttfe_p50"] - base
         out.append(

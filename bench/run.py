@@ -401,7 +401,7 @@ class Bench:
                     if not any(a.name == "direct" for a in usable):
                         continue
                     raws = {a.name: request_bytes(a, channel, stream=stream, kind=kind) for a in usable}
-                    await settle(self.servers)
+                    await self.settle(f"{channel} {kind} {'stream' if stream else 'json'} latency", limit=30.0)
                     stats = await latency(usable, raws, self.o.rounds, self.o.warmup)
                     row = {"channel": channel, "kind": kind, "stream": stream, "arms": stats}
                     self.results["latency"].append(row)
@@ -419,7 +419,7 @@ class Bench:
                     for concurrency in self.o.concurrency:
                         if arm.name == "litellm" and concurrency > self.o.peer_max_concurrency:
                             continue
-                        await settle(self.servers)
+                        await self.settle(f"{channel} {arm.name} c={concurrency} throughput")
                         stats = await throughput(arm, raw, concurrency, self.o.duration, arm.server.pid)
                         row = {"channel": channel, "stream": stream, "arm": arm.name, "c": concurrency, **stats}
                         self.results["throughput"].append(row)
@@ -431,24 +431,38 @@ class Bench:
                             flush=True,
                         )
 
+    async def settle(self, what: str, limit: float = 15.0) -> None:
+        """Wait until every server is idle; note it when one still works after ``limit`` seconds."""
+        waited = await settle(self.servers, limit=limit)
+        if waited >= limit:
+            busy = ", ".join(f"{s.name} {100 * u:.0f}%" for s, u in await _cpu_use(self.servers) if u > 0.02)
+            self.note(f"{what}: servers still busy after {limit:g} s ({busy}); measured anyway")
+
     async def run_streams(self, arms: list[Arm]) -> None:
-        """Many paced streams open at once: errors, time to first event, peak RSS."""
+        """Many paced streams open at once: errors, time to first event, peak RSS.
+
+        LiteLLM takes many seconds per burst and keeps working after its last stream ends, so its
+        runs come after every other arm's, and each run waits (up to a minute) for idle servers.
+        """
         count = self.o.streams
         print(f"\n== {count} concurrent paced streams", flush=True)
+        runs: list[tuple[str, Arm]] = []
         for channel in self.o.channels:
             usable = await self.scenario_arms(arms, channel, stream=True, kind="tiny")
-            for arm in usable:
-                assert arm.server is not None
-                raw = request_bytes(arm, channel, stream=True, kind="tiny", paced=True)
-                await settle(self.servers)
-                stats = await concurrent_streams(arm, raw, count, self.o.stream_ramp, arm.server.pid)
-                row = {"channel": channel, "arm": arm.name, "n": count, **stats}
-                self.results["streams"].append(row)
-                print(
-                    f"  {channel:9} {arm.name:8} errors {stats['errors']}  ttfe p50 "
-                    f"{ms(stats['ttfe_p50'] or 0)} ms  rss {stats['rss_base_mb']:.0f}->{stats['rss_peak_mb']:.0f} MB",
-                    flush=True,
-                )
+            runs += [(channel, arm) for arm in usable]
+        runs.sort(key=lambda run: run[1].name == "litellm")
+        for channel, arm in runs:
+            assert arm.server is not None
+            raw = request_bytes(arm, channel, stream=True, kind="tiny", paced=True)
+            await self.settle(f"{channel} {arm.name} streams", limit=60.0)
+            stats = await concurrent_streams(arm, raw, count, self.o.stream_ramp, arm.server.pid)
+            row = {"channel": channel, "arm": arm.name, "n": count, **stats}
+            self.results["streams"].append(row)
+            print(
+                f"  {channel:9} {arm.name:8} errors {stats['errors']}  ttfe p50 "
+                f"{ms(stats['ttfe_p50'] or 0)} ms  rss {stats['rss_base_mb']:.0f}->{stats['rss_peak_mb']:.0f} MB",
+                flush=True,
+            )
 
     def run_translator(self) -> None:
         """The in-process translator micro-benchmark."""
@@ -493,6 +507,14 @@ class Bench:
             self.o.json_path.parent.mkdir(parents=True, exist_ok=True)
             self.o.json_path.write_bytes(orjson.dumps(self.results, option=orjson.OPT_INDENT_2))
             print(f"results written to {self.o.json_path}")
+
+
+async def _cpu_use(servers: list[Server], window: float = 0.25) -> list[tuple[Server, float]]:
+    """Each live server's CPU use (share of one core) over ``window`` seconds."""
+    alive = [s for s in servers if s.alive()]
+    before = [cpu_seconds(s.pid) for s in alive]
+    await asyncio.sleep(window)
+    return [(s, (cpu_seconds(s.pid) - b) / window) for s, b in zip(alive, before, strict=True)]
 
 
 def _stats(port: int) -> dict[str, int]:

@@ -221,7 +221,9 @@ def parse_json(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH, max_values: int =
     only when there are more brackets than allowed levels; orjson itself refuses more than 1024.
     """
     brackets = raw.count(b"[") + raw.count(b"{")
-    if brackets + raw.count(b",") >= max_values:
+    # Brackets and commas are distinct bytes, so a body shorter than ``max_values`` cannot reach the
+    # bound: skip counting its commas (a third pass over every body, ~14 us for a Codex turn).
+    if len(raw) >= max_values and brackets + raw.count(b",") >= max_values:
         brackets = _exact_count(raw, max_values)
     try:
         data = orjson.loads(raw)
