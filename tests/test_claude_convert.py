@@ -393,3 +393,21 @@ def test_a_repeated_tool_output_gives_one_tool_result() -> None:
     results = convert(body)["messages"][2]["content"]
     assert [b["type"] for b in results] == ["tool_result", "text"]
     assert results[0]["content"] == "first" and "again" in results[1]["text"]
+
+
+def test_additional_tools_items_offer_tools_like_plain_tools() -> None:
+    """Codex's "responses lite" shape moves tools into an input item; Claude must still see them."""
+    from ccx_asgi.convert.claude import to_claude_request as convert
+
+    tool = {"type": "function", "name": "exec_command", "parameters": {"type": "object", "properties": {}}}
+    body = {
+        "model": "m",
+        "input": [
+            {"type": "additional_tools", "tools": [tool]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "run it"}]},
+        ],
+    }
+    request = convert(body, model="claude-x")
+    assert [t["name"] for t in request["tools"]] == ["exec_command"]
+    assert all(m["role"] in ("user", "assistant") for m in request["messages"])
+    assert "additional_tools" not in str(request["messages"])

@@ -208,3 +208,27 @@ async def test_retry_after_is_passed_on(make_app: AppFactory, client_for, upstre
     response = await client_for(make_app()).post("/responses", json={"model": "m", "input": "hi"})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "7"
+
+
+async def test_unknown_event_before_content_does_not_fix_the_channel(
+    make_app: AppFactory, client_for, upstream: respx.MockRouter
+) -> None:
+    """An event type the gateway does not know proves nothing: a failure after it still fails over."""
+    broken = ResponseStream("m")
+    broken.start()
+    frames = b"".join(encode_event(e) for e in broken.take())
+    frames += encode_event({"type": "response.future_thing", "sequence_number": 2, "note": "new"})
+    upstream.post(URL).mock(
+        return_value=httpx.Response(200, content=frames, headers={"content-type": "text/event-stream"})
+    )
+    upstream.post("https://backup.test/v1/responses").mock(
+        return_value=httpx.Response(200, content=_sse(_text_stream()), headers={"content-type": "text/event-stream"})
+    )
+    client = client_for(make_app([channel(), channel("backup", base_url="https://backup.test/v1")]))
+    response = await client.post("/responses", json={"model": "m", "input": "hi", "stream": True})
+    assert response.status_code == 200
+    assert response.headers["x-ccx-channel"] == "backup"
+    events = parse_sse(response.content)
+    validate_events(events)
+    assert events[-1]["type"] == "response.completed"
+    assert "response.future_thing" not in [e["type"] for e in events]

@@ -14,7 +14,7 @@ from typing import Any
 from ccx_asgi.channels.base import UpstreamRequest
 from ccx_asgi.context import Attempt, RequestContext
 from ccx_asgi.convert.claude import ClaudeStreamTranslator, convert_claude_message, to_claude_request
-from ccx_asgi.convert.tools import ToolCatalog
+from ccx_asgi.convert.tools import ToolCatalog, request_tools
 from ccx_asgi.errors import UpstreamStatusError
 
 __all__ = ["ClaudeAdapter"]
@@ -28,7 +28,7 @@ def _catalog(ctx: RequestContext, attempt: Attempt) -> ToolCatalog:
     if isinstance(cached, tuple) and cached[0] is attempt.body:
         catalog: ToolCatalog = cached[1]
         return catalog
-    catalog = ToolCatalog.from_tools(attempt.body.get("tools"))
+    catalog = ToolCatalog.from_tools(request_tools(attempt.body))
     ctx.extra[_CATALOG_KEY] = (attempt.body, catalog)
     return catalog
 

@@ -62,6 +62,16 @@ _PRELUDE = frozenset({"response.created", "response.in_progress", "response.queu
 # Item openings and part openings that carry no content yet.
 _EMPTY_OPENINGS = frozenset({"response.content_part.added", "response.reasoning_summary_part.added"})
 _HELD_ITEMS = frozenset({"message", "reasoning"})
+# Families of events that carry (or close) output content.
+_CONTENT_PREFIXES = (
+    "response.output_item.",
+    "response.output_text.",
+    "response.content_part.",
+    "response.reasoning",
+    "response.function_call_arguments.",
+    "response.custom_tool_call_input.",
+    "response.refusal.",
+)
 # Errors reported in-stream that another channel would hit as well: give them to the client.
 _FINAL_CODES = frozenset({"context_length_exceeded", "invalid_prompt", "content_filter", "invalid_request_error"})
 _MAX_JSON_RESPONSE = 64 * 1024 * 1024
@@ -85,7 +95,11 @@ def _meaningful(event: Event) -> bool:
     if kind == "response.output_item.added":
         item = event.get("item")
         return not (isinstance(item, dict) and item.get("type") in _HELD_ITEMS)
-    if isinstance(kind, str) and kind.endswith(".delta"):
+    if not isinstance(kind, str) or not kind.startswith(_CONTENT_PREFIXES):
+        # An event type this gateway does not know (or a bare "error") proves nothing about the
+        # answer: it is passed on, but it must not fix the channel before real content arrives.
+        return kind in ("response.completed", "response.incomplete")
+    if kind.endswith(".delta"):
         return bool(event.get("delta"))
     return True
 

@@ -27,6 +27,7 @@ from ccx_asgi.convert.tools import (
     custom_input,
     output_parts,
     pair_tool_calls,
+    request_tools,
     upstream_tool_name,
 )
 from ccx_asgi.errors import InvalidRequestError
@@ -253,17 +254,6 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     if fmt.get("type") == "json_object":
         return {"type": "json_object"}
     return None
-
-
-def request_tools(body: dict[str, Any]) -> list[Any]:
-    """Every tool the request offers: ``tools`` plus those of ``additional_tools`` input items
-    (Codex's "responses lite" request shape moves tools there)."""
-    tools = list(body["tools"]) if isinstance(body.get("tools"), list) else []
-    items = body.get("input")
-    for item in items if isinstance(items, list) else ():
-        if isinstance(item, dict) and item.get("type") == "additional_tools" and isinstance(item.get("tools"), list):
-            tools.extend(item["tools"])
-    return tools
 
 
 def to_chat_request(

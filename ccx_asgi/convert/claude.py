@@ -27,7 +27,14 @@ import orjson
 
 from ccx_asgi.convert.common import content_parts, debug_once, input_items, parse_data_url, reasoning_effort
 from ccx_asgi.convert.events import ResponseStream, usage_dict
-from ccx_asgi.convert.tools import ToolCatalog, custom_input, output_parts, pair_tool_calls, upstream_tool_name
+from ccx_asgi.convert.tools import (
+    ToolCatalog,
+    custom_input,
+    output_parts,
+    pair_tool_calls,
+    request_tools,
+    upstream_tool_name,
+)
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.types import Event
 
@@ -340,7 +347,7 @@ def to_claude_request(
     :class:`~ccx_asgi.errors.InvalidRequestError` when nothing is left to send.
     The input is not mutated.
     """
-    catalog = catalog if catalog is not None else ToolCatalog.from_tools(body.get("tools"))
+    catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(body))
     instructions = body.get("instructions")
     system: list[str] = [instructions] if isinstance(instructions, str) else []
     messages = _convert_input(body, system)

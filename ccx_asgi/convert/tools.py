@@ -28,6 +28,7 @@ __all__ = [
     "custom_input",
     "output_parts",
     "pair_tool_calls",
+    "request_tools",
     "upstream_tool_name",
 ]
 
@@ -282,3 +283,14 @@ def pair_tool_calls(items: Iterable[Any]) -> list[dict[str, Any]]:
         out.append(item)
     close_group()
     return out
+
+
+def request_tools(body: dict[str, Any]) -> list[Any]:
+    """Every tool the request offers: ``tools`` plus those of ``additional_tools`` input items
+    (Codex's "responses lite" request shape moves tools there)."""
+    tools = list(body["tools"]) if isinstance(body.get("tools"), list) else []
+    items = body.get("input")
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, dict) and item.get("type") == "additional_tools" and isinstance(item.get("tools"), list):
+            tools.extend(item["tools"])
+    return tools
