@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ccx_asgi.context import Attempt, RequestContext
+from ccx_asgi.convert.tools import ToolCatalog, request_tools
 from ccx_asgi.types import Event
 
-__all__ = ["ChannelAdapter", "StreamTranslator", "UpstreamRequest"]
+__all__ = ["ChannelAdapter", "StreamTranslator", "UpstreamRequest", "attempt_catalog"]
 
 
 @dataclass(slots=True)
@@ -54,3 +55,19 @@ class ChannelAdapter(Protocol):
 
     def convert_response(self, ctx: RequestContext, attempt: Attempt, data: Any) -> dict[str, Any]:
         """Convert a non-streaming upstream answer to a Responses object."""
+
+
+# ctx.extra key of the tool catalog built for the current attempt body.
+_CATALOG = "ccx.tool_catalog"
+
+
+def attempt_catalog(ctx: RequestContext, attempt: Attempt) -> ToolCatalog:
+    """The attempt body's flattened tools, built once per body and shared by the converted request
+    and the translation of the answer (a retry with a rewritten body gets its own)."""
+    cached = ctx.extra.get(_CATALOG)
+    if isinstance(cached, tuple) and cached[0] is attempt.body:
+        catalog: ToolCatalog = cached[1]
+        return catalog
+    catalog = ToolCatalog.from_tools(request_tools(attempt.body))
+    ctx.extra[_CATALOG] = (attempt.body, catalog)
+    return catalog

@@ -12,24 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ccx_asgi.channels.base import UpstreamRequest
+from ccx_asgi.channels.base import UpstreamRequest, attempt_catalog
 from ccx_asgi.context import Attempt, RequestContext
 from ccx_asgi.convert.chat import (
     ChatConversionError,
     ChatOptions,
     ChatStreamTranslator,
     chat_to_response,
-    request_tools,
     to_chat_request,
 )
-from ccx_asgi.convert.tools import ToolCatalog
 from ccx_asgi.errors import UpstreamStatusError
 from ccx_asgi.settings import ChannelConfig
 
 __all__ = ["ChatAdapter", "chat_options"]
-
-# ctx.extra key for the tool catalog built while converting the request (the answer needs it too).
-_CATALOG = "chat_tool_catalog"
 
 
 def chat_options(channel: ChannelConfig) -> ChatOptions:
@@ -44,17 +39,6 @@ def chat_options(channel: ChannelConfig) -> ChatOptions:
     )
 
 
-def _catalog(ctx: RequestContext, attempt: Attempt) -> ToolCatalog:
-    """The attempt body's tool catalog, built once per body and shared by request and answer."""
-    cached = ctx.extra.get(_CATALOG)
-    if cached is not None and cached[0] is attempt.body:
-        catalog: ToolCatalog = cached[1]
-        return catalog
-    catalog = ToolCatalog.from_tools(request_tools(attempt.body))
-    ctx.extra[_CATALOG] = (attempt.body, catalog)
-    return catalog
-
-
 class ChatAdapter:
     """Adapter for ``service_type: chat`` (see the module docstring)."""
 
@@ -64,18 +48,18 @@ class ChatAdapter:
             attempt.body,
             model=attempt.upstream_model,
             options=chat_options(attempt.channel),
-            catalog=_catalog(ctx, attempt),
+            catalog=attempt_catalog(ctx, attempt),
         )
         headers = [("authorization", f"Bearer {attempt.api_key.get_secret_value()}")] if attempt.api_key else []
         return UpstreamRequest("/chat/completions", body, headers)
 
     def translator(self, ctx: RequestContext, attempt: Attempt) -> ChatStreamTranslator:
         """A fresh Chat → Responses stream translator echoing the client's model."""
-        return ChatStreamTranslator(ctx.model, attempt.body, catalog=_catalog(ctx, attempt))
+        return ChatStreamTranslator(ctx.model, attempt.body, catalog=attempt_catalog(ctx, attempt))
 
     def convert_response(self, ctx: RequestContext, attempt: Attempt, data: Any) -> dict[str, Any]:
         """Convert a non-streaming Chat completion; an unreadable one may be retried elsewhere."""
         try:
-            return chat_to_response(data, model=ctx.model, request=attempt.body, catalog=_catalog(ctx, attempt))
+            return chat_to_response(data, model=ctx.model, request=attempt.body, catalog=attempt_catalog(ctx, attempt))
         except ChatConversionError as exc:
             raise UpstreamStatusError(f"channel {attempt.channel.name!r}: {exc}", retryable=True) from None

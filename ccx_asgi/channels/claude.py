@@ -11,26 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ccx_asgi.channels.base import UpstreamRequest
+from ccx_asgi.channels.base import UpstreamRequest, attempt_catalog
 from ccx_asgi.context import Attempt, RequestContext
 from ccx_asgi.convert.claude import ClaudeStreamTranslator, convert_claude_message, to_claude_request
-from ccx_asgi.convert.tools import ToolCatalog, request_tools
 from ccx_asgi.errors import UpstreamStatusError
 
 __all__ = ["ClaudeAdapter"]
-
-_CATALOG_KEY = "claude.catalog"
-
-
-def _catalog(ctx: RequestContext, attempt: Attempt) -> ToolCatalog:
-    """The attempt's flattened tools, built once and shared by the request and the answer."""
-    cached = ctx.extra.get(_CATALOG_KEY)
-    if isinstance(cached, tuple) and cached[0] is attempt.body:
-        catalog: ToolCatalog = cached[1]
-        return catalog
-    catalog = ToolCatalog.from_tools(request_tools(attempt.body))
-    ctx.extra[_CATALOG_KEY] = (attempt.body, catalog)
-    return catalog
 
 
 class ClaudeAdapter:
@@ -42,7 +28,7 @@ class ClaudeAdapter:
         body = to_claude_request(
             attempt.body,
             attempt.upstream_model,
-            catalog=_catalog(ctx, attempt),
+            catalog=attempt_catalog(ctx, attempt),
             default_max_tokens=channel.default_max_tokens,
             thinking_budgets=channel.thinking_budgets,
             prompt_caching=channel.prompt_caching,
@@ -58,7 +44,7 @@ class ClaudeAdapter:
 
     def translator(self, ctx: RequestContext, attempt: Attempt) -> ClaudeStreamTranslator:
         """A fresh Messages → Responses stream translator."""
-        return ClaudeStreamTranslator(ctx.model, attempt.body, _catalog(ctx, attempt))
+        return ClaudeStreamTranslator(ctx.model, attempt.body, attempt_catalog(ctx, attempt))
 
     def convert_response(self, ctx: RequestContext, attempt: Attempt, data: Any) -> dict[str, Any]:
         """A non-streaming Messages answer as a Responses object."""
@@ -67,4 +53,4 @@ class ClaudeAdapter:
                 f"channel {attempt.channel.name!r}: Claude answered with something that is not a message",
                 retryable=True,
             )
-        return convert_claude_message(data, ctx.model, attempt.body, _catalog(ctx, attempt))
+        return convert_claude_message(data, ctx.model, attempt.body, attempt_catalog(ctx, attempt))
