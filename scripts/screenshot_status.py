@@ -11,20 +11,15 @@ real HTTP, and points Chromium at ``/v1/admin/`` with the admin key as HTTP Basi
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -32,6 +27,7 @@ if str(ROOT) not in sys.path:
 
 from ccx_asgi import ChannelConfig, create_app, load_settings  # noqa: E402
 from ccx_asgi.__main__ import StandaloneApp  # noqa: E402
+from tests.servers import free_port, serve  # noqa: E402
 
 PROXY_KEY = "sk-proxy-screenshot-0000000000000001"
 ADMIN_KEY = "admin-screenshot-key-000000000000001"
@@ -43,15 +39,9 @@ def chromium() -> str | None:
     return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _closed_port() -> int:
     # A port nobody listens on: connections are refused at once, which is the failover we want to show.
-    return _free_port()
+    return free_port()
 
 
 @contextmanager
@@ -84,22 +74,8 @@ def running_gateway() -> Iterator[str]:
     settings = load_settings(
         proxy_access_key=PROXY_KEY, admin_access_key=ADMIN_KEY, channels=channels, models_from_upstream=False
     )
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(StandaloneApp(create_app(settings)), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve(StandaloneApp(create_app(settings))) as url:
+        yield url
 
 
 def send_traffic(base: str) -> None:
