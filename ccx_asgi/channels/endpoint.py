@@ -54,6 +54,9 @@ ADAPTERS: dict[str, ChannelAdapter] = {
     "claude": ClaudeAdapter(),
 }
 
+# Key of the client headers that may go upstream, in ``RequestContext.extra``.
+_CLIENT_HEADERS = "ccx.client_headers"
+
 #: Key of the request's :class:`ClientStream` in ``RequestContext.extra``.
 CLIENT_STREAM = "ccx.client_stream"
 
@@ -301,8 +304,11 @@ class ChannelEndpoint:
                 retryable=True,
             )
         request = adapter.build_request(ctx, attempt)
+        client_headers = ctx.extra.get(_CLIENT_HEADERS)
+        if client_headers is None:  # filtered once per request, reused by every attempt
+            client_headers = ctx.extra[_CLIENT_HEADERS] = forwardable_headers(ctx.headers)
         headers = [
-            *forwardable_headers(ctx.headers),
+            *client_headers,
             ("x-request-id", ctx.request_id),
             ("content-type", "application/json"),
             ("accept", "text/event-stream" if ctx.stream else "application/json"),
