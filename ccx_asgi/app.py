@@ -106,7 +106,7 @@ class CCXApp:
 
         self.settings = settings
         self.channels = ordered_channels(settings.channels)
-        self.upstream = Upstream(transport=transport, demo_transport=DemoTransport())
+        self.upstream = Upstream(transport=transport, demo_transport=DemoTransport(), client=settings.upstream_client)
         self.catalog = ModelCatalog(
             self.channels,
             lambda: self.upstream.client,

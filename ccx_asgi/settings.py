@@ -220,6 +220,10 @@ class CCXSettings(BaseSettings):
     models_fetch_timeout: float = Field(
         default=3.0, gt=0, description="Seconds to wait for an upstream model list before skipping it."
     )
+    upstream_client: Literal["fast", "httpx"] = Field(
+        default="fast",
+        description="HTTP client for upstream requests: `fast` (ccx_asgi's own HTTP/1.1 client) or `httpx`.",
+    )
 
     @field_validator("log_format", mode="before")
     @classmethod

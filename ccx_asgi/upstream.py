@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterable
+import ssl
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
 import orjson
 
+from ccx_asgi import http1
 from ccx_asgi.context import Attempt
 from ccx_asgi.errors import (
     UpstreamConnectError,
@@ -25,8 +28,9 @@ from ccx_asgi.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
+from ccx_asgi.settings import DEMO_BASE_URL, ChannelConfig
 
-__all__ = ["Upstream", "forwardable_headers", "redact"]
+__all__ = ["Upstream", "UpstreamResponse", "forwardable_headers", "redact"]
 
 # Client headers that must never reach an upstream: hop-by-hop, framing (httpx sets its own), client
 # credentials (the channel's key replaces them), cookies and anything that says who/where the
@@ -43,6 +47,7 @@ _DROP = frozenset(
     }
 )  # fmt: skip
 _DROP_PREFIXES = ("x-forwarded-", "proxy-", "x-ccx-", "sec-", "x-amz-", "x-envoy-")
+_DEMO_HOST = urlsplit(DEMO_BASE_URL).hostname or ""
 _MAX_ERROR_BODY = 256 * 1024
 _MAX_URLS = 1024
 _RETRYABLE_STATUS = frozenset({401, 402, 403, 408, 409, 425, 429})
@@ -236,6 +241,11 @@ def _partial(data: bytes, secret: bytes) -> int:
     return 0
 
 
+def _detail(exc: Exception) -> str:
+    """``": message"`` for the fast client's errors (which never carry values); httpx's may carry URLs."""
+    return f": {exc}" if isinstance(exc, http1.ClientError) else ""
+
+
 def _error_message(raw: bytes) -> tuple[str, str | None]:
     """Pull a human message and an error code out of an upstream error body of any common shape."""
     try:
@@ -253,7 +263,7 @@ def _error_message(raw: bytes) -> tuple[str, str | None]:
     return raw.decode("utf-8", "replace")[:2000], None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: UpstreamResponse) -> float | None:
     value = response.headers.get("retry-after")
     if value is None:
         return None
@@ -298,10 +308,32 @@ class _IdleWatch:
             self.handle = None
 
 
-class Upstream:
-    """The gateway's HTTP client. One instance per app; cheap to share across requests.
+class UpstreamResponse(Protocol):
+    """What the gateway reads of an upstream answer: ``httpx.Response`` and :class:`http1.Response` both fit."""
 
-    ``transport`` replaces the network (tests); ``max_connections`` bounds the pool.
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+#: Transport failures of either client: mapped to upstream errors at this boundary only.
+_CLIENT_ERRORS = (httpx.HTTPError, http1.ClientError)
+_TIMEOUTS = (httpx.TimeoutException, http1.ConnectTimeout, http1.PoolTimeout, http1.WriteTimeout)
+
+
+class Upstream:
+    """The gateway's HTTP clients. One instance per app; cheap to share across requests.
+
+    Requests to real upstreams go through :mod:`ccx_asgi.http1` (``client="fast"``, the default) or
+    through httpx (``client="httpx"``). An injected ``transport`` (tests, a host's own) and the
+    built-in demo channel always use httpx, whose transports they are. ``max_connections`` bounds
+    the requests in flight.
     """
 
     def __init__(
@@ -310,21 +342,27 @@ class Upstream:
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 512,
         demo_transport: httpx.AsyncBaseTransport | None = None,
+        client: Literal["fast", "httpx"] = "fast",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._transport = transport
         self._demo_transport = demo_transport
         self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=128)
         self._client: httpx.AsyncClient | None = None
-        # Parsed upstream URLs: parsing one costs ~9 us per request, and channels x endpoints are few.
-        self._urls: dict[str, httpx.URL] = {}
+        self._fast = client == "fast" and transport is None
+        self._max_connections = max_connections
+        self._ssl_context = ssl_context
+        self._pool: http1.Pool | None = None
+        # Parsed upstream URLs: parsing one costs several us per request, and channels x endpoints are few.
+        self._urls: dict[str, httpx.URL | http1.Target] = {}
 
     @property
     def client(self) -> httpx.AsyncClient:
-        """The shared ``httpx.AsyncClient``, created on first use."""
+        """The shared ``httpx.AsyncClient`` (demo channel, injected transports, model lists), created on first use."""
         if self._client is None:
             mounts = {}
             if self._demo_transport is not None:
-                mounts["all://demo.ccx.invalid"] = self._demo_transport
+                mounts["all://" + _DEMO_HOST] = self._demo_transport
             self._client = _Client(
                 transport=self._transport if self._transport is not None else _transport(self._limits),
                 mounts=mounts,
@@ -334,16 +372,35 @@ class Upstream:
             )
         return self._client
 
+    @property
+    def pool(self) -> http1.Pool:
+        """The fast client's connection pool, created on first use (it needs a running loop)."""
+        if self._pool is None:
+            self._pool = http1.Pool(max_connections=self._max_connections, ssl_context=self._ssl_context)
+        return self._pool
+
     async def aclose(self) -> None:
-        """Close the client and its connections; a later request opens a new one."""
+        """Close the clients and their idle connections; a later request opens new ones."""
         client, self._client = self._client, None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
         if client is not None:
             await client.aclose()
+
+    def _parse(self, url: str) -> httpx.URL | http1.Target:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= _MAX_URLS:
+                self._urls.clear()
+            fast = self._fast and urlsplit(url).hostname != _DEMO_HOST
+            parsed = self._urls[url] = http1.Target.parse(url) if fast else httpx.URL(url)
+        return parsed
 
     @asynccontextmanager
     async def open(
         self, attempt: Attempt, url: str, headers: list[tuple[str, str]], body: bytes, *, stream: bool
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[UpstreamResponse]:
         """Send one request and yield the response once its status is known to be a success.
 
         Error statuses are read (bounded) and raised as :class:`UpstreamStatusError`; transport
@@ -351,6 +408,44 @@ class Upstream:
         puts a key into an exception message.
         """
         channel = attempt.channel
+        response: UpstreamResponse
+        try:
+            parsed = self._parse(url)
+            async with asyncio.timeout(channel.first_byte_timeout):
+                if isinstance(parsed, http1.Target):
+                    response = await self.pool.request(
+                        "POST",
+                        parsed,
+                        _last_wins(headers),
+                        body,
+                        connect_timeout=channel.connect_timeout,
+                        write_timeout=channel.write_timeout,
+                    )
+                else:
+                    response = await self._send_httpx(channel, parsed, headers, body)
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"channel {channel.name!r}: no response from the upstream within "
+                f"{channel.first_byte_timeout:g}s (first_byte_timeout)"
+            ) from None
+        except _TIMEOUTS as exc:
+            raise UpstreamTimeoutError(f"channel {channel.name!r}: upstream timed out ({type(exc).__name__})") from None
+        except _CLIENT_ERRORS as exc:
+            raise UpstreamConnectError(
+                f"channel {channel.name!r}: could not reach the upstream ({type(exc).__name__}{_detail(exc)})"
+            ) from None
+        except ValueError as exc:  # a malformed base_url or channel header: configuration, named without values
+            raise UpstreamConnectError(f"channel {channel.name!r}: cannot send the request ({exc})") from None
+        try:
+            if response.status_code >= 300:
+                raise await self._status_error(attempt, response)
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _send_httpx(
+        self, channel: ChannelConfig, url: httpx.URL, headers: list[tuple[str, str]], body: bytes
+    ) -> httpx.Response:
         # httpx's read timeout applies to every socket read, so it is only a backstop here; the
         # first-byte and idle limits are enforced with asyncio deadlines, which also hold for
         # in-process transports and cannot be stretched by an upstream that trickles header bytes.
@@ -360,41 +455,17 @@ class Upstream:
             write=channel.write_timeout,
             pool=channel.connect_timeout,
         )
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) >= _MAX_URLS:
-                self._urls.clear()
-            parsed = self._urls[url] = httpx.URL(url)
-        request = self.client.build_request("POST", parsed, headers=_last_wins(headers), content=body, timeout=timeout)
-        try:
-            async with asyncio.timeout(channel.first_byte_timeout):
-                response = await self.client.send(request, stream=True)
-        except TimeoutError:
-            raise UpstreamTimeoutError(
-                f"channel {channel.name!r}: no response from the upstream within "
-                f"{channel.first_byte_timeout:g}s (first_byte_timeout)"
-            ) from None
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(f"channel {channel.name!r}: upstream timed out ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamConnectError(
-                f"channel {channel.name!r}: could not reach the upstream ({type(exc).__name__})"
-            ) from None
-        try:
-            if response.status_code >= 300:
-                raise await self._status_error(attempt, response)
-            yield response
-        finally:
-            await response.aclose()
+        request = self.client.build_request("POST", url, headers=_last_wins(headers), content=body, timeout=timeout)
+        return await self.client.send(request, stream=True)
 
-    async def _status_error(self, attempt: Attempt, response: httpx.Response) -> UpstreamError:
+    async def _status_error(self, attempt: Attempt, response: UpstreamResponse) -> UpstreamError:
         raw = b""
         try:
             async for chunk in response.aiter_bytes():
                 raw += chunk
                 if len(raw) >= _MAX_ERROR_BODY:
                     break
-        except httpx.HTTPError:
+        except _CLIENT_ERRORS:
             pass
         message, code = _error_message(raw)
         message = redact(message, _attempt_secrets(attempt))
@@ -423,7 +494,7 @@ class Upstream:
             upstream_status=status,
         )
 
-    async def iter_bytes(self, attempt: Attempt, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def iter_bytes(self, attempt: Attempt, response: UpstreamResponse) -> AsyncIterator[bytes]:
         """The response body as it arrives, with read failures mapped to upstream errors.
 
         The channel's own secrets are replaced by ``[redacted]`` on the way (upstreams that echo
@@ -456,9 +527,9 @@ class Upstream:
             raise UpstreamTimeoutError(
                 f"channel {name!r}: upstream went idle for more than {idle:g}s (idle_timeout)"
             ) from None
-        except httpx.HTTPError as exc:
+        except _CLIENT_ERRORS as exc:
             raise UpstreamConnectError(
-                f"channel {name!r}: upstream connection failed mid-response ({type(exc).__name__})"
+                f"channel {name!r}: upstream connection failed mid-response ({type(exc).__name__}{_detail(exc)})"
             ) from None
         finally:
             # httpx hands out an async generator: close it here rather than leave it to the GC.
@@ -466,7 +537,7 @@ class Upstream:
             if close is not None:
                 await close()
 
-    async def read_json(self, attempt: Attempt, response: httpx.Response, limit: int) -> Any:
+    async def read_json(self, attempt: Attempt, response: UpstreamResponse, limit: int) -> Any:
         """Read a whole (bounded) JSON body."""
         raw = bytearray()
         async for chunk in self.iter_bytes(attempt, response):

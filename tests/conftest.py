@@ -39,6 +39,16 @@ AppFactory = Callable[..., CCXApp]
 
 
 @pytest.fixture
+def upstream_via_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send upstream requests through httpx, for tests whose upstream is a respx mock.
+
+    respx intercepts httpx only; the fast client (the default) is tested over real sockets in
+    ``tests/test_http1.py`` and ``tests/test_fast_client_app.py``.
+    """
+    monkeypatch.setenv("CCX_UPSTREAM_CLIENT", "httpx")
+
+
+@pytest.fixture
 def make_app() -> AppFactory:
     """Build an app from channel dicts and setting overrides (proxy key set by default)."""
 

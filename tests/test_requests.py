@@ -9,6 +9,7 @@ import respx
 from tests.conftest import AppFactory, channel
 
 URL = "https://upstream.test/v1/responses"
+pytestmark = pytest.mark.usefixtures("upstream_via_httpx")  # respx mocks httpx
 OK = {"id": "resp_1", "object": "response", "created_at": 1, "model": "x", "output": [], "status": "completed",
       "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}  # fmt: skip
 

@@ -16,6 +16,7 @@ from tests.conftest import PROXY_KEY, UPSTREAM_KEY, AppFactory, channel
 from tests.sdk import parse_sse, validate_events, validate_response
 
 URL = "https://upstream.test/v1/responses"
+pytestmark = pytest.mark.usefixtures("upstream_via_httpx")  # respx mocks httpx
 
 
 def _sse(stream: ResponseStream, *, cut_after: int | None = None) -> bytes:
