@@ -21,12 +21,25 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any, *, port: int | None = None, lifespan: str = "auto") -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a background thread; yield its base URL ``http://127.0.0.1:PORT``."""
+def serve(app: Any, *, port: int | None = None, lifespan: str = "auto", loop: str = "auto") -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a background thread; yield its base URL ``http://127.0.0.1:PORT``.
+
+    ``loop="auto"`` runs it on uvloop when installed, as ``uvicorn.run`` and the standalone server
+    do (so the gateway's own code, its upstream client included, is tested on the loop it runs on);
+    ``"asyncio"`` forces the standard loop.
+    """
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    run: Any = asyncio.run
+    if loop == "auto":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            run = uvloop.run
+    thread = threading.Thread(target=lambda: run(server.serve()), daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
