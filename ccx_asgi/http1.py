@@ -540,13 +540,7 @@ class Pool:
     def _release(self, conn: _Connection, reusable: bool) -> None:
         conn.busy = False
         self._slots.release()
-        if (
-            not reusable
-            or conn.closed
-            or self._closed
-            or self._idle_count >= self._max_idle
-            or not conn.keep_alive
-        ):
+        if not reusable or conn.closed or self._closed or self._idle_count >= self._max_idle or not conn.keep_alive:
             conn.abort()
             return
         conn.idle_since = time.monotonic()

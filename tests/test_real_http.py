@@ -96,3 +96,17 @@ def test_auth_headers_over_http(gateway: tuple[str, FakeResponsesUpstream], head
     bad = httpx.post(f"{url}/responses", json={"model": "m", "input": "x"}, headers={header: value + "x"}, timeout=30)
     assert bad.status_code == 401
     assert KEY not in bad.text
+
+
+def test_json_answer_has_its_length(gateway: tuple[str, FakeResponsesUpstream]) -> None:
+    url, _ = gateway
+    response = httpx.post(
+        f"{url}/responses",
+        json={"model": "m", "input": "count"},
+        headers={"authorization": f"Bearer {KEY}"},
+        timeout=30,
+    )
+    assert response.status_code == 200
+    assert "transfer-encoding" not in response.headers  # framed by length, not chunked
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.json()["status"] == "completed"

@@ -324,13 +324,10 @@ class ChannelEndpoint:
                 converted = adapter.convert_response(ctx, attempt, data)
                 note_response(ctx, converted)  # ops: usage for the request log and metrics
                 payload = orjson.dumps(converted)
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": response_headers(ctx, b"application/json"),
-                    }
-                )
+                answer_headers = response_headers(ctx, b"application/json")
+                # A known length spares the server chunked framing and lets clients size the read.
+                answer_headers.append((b"content-length", str(len(payload)).encode()))
+                await send({"type": "http.response.start", "status": 200, "headers": answer_headers})
                 await send({"type": "http.response.body", "body": payload})
                 return
             stream = client_stream(ctx, send)
