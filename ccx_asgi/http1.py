@@ -75,6 +75,9 @@ _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 _USER_AGENT = b"ccx-asgi"
 _PATH_SAFE = "/%:@!$&'()*+,;=?~-._"
+# RFC 9110 token characters (lower case: names are lower-cased first); anything else in a name, CR and
+# LF included, could split the request.
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
 _FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"te"})
 
 
@@ -154,7 +157,7 @@ def _head(method: bytes, target: Target, headers: list[tuple[str, str]], length:
         if raw_name in _FRAMING:
             continue
         raw_value = _encode(value)
-        if b"\r" in raw_value or b"\n" in raw_value or b"\x00" in raw_value or not raw_name or b":" in raw_name:
+        if b"\r" in raw_value or b"\n" in raw_value or b"\x00" in raw_value or not raw_name or raw_name.translate(None, _TOKEN):
             raise ValueError(f"header {name!r} has a malformed name or value")
         agent = agent or raw_name == b"user-agent"
         encoding = encoding or raw_name == b"accept-encoding"
