@@ -397,7 +397,10 @@ class Response:
                     continue
             yield data
         if decoder is not None:
-            tail = decoder.flush()
+            try:
+                tail = decoder.flush()
+            except zlib.error:
+                raise ProtocolError(f"the upstream's {encoding} body does not decode") from None
             if tail:
                 yield tail
 
@@ -414,10 +417,17 @@ class _Deflate:
 
     def __init__(self) -> None:
         self.first = True
+        self.head = b""
         self.obj = zlib.decompressobj()
 
     def decompress(self, data: bytes) -> bytes:
         if self.first:
+            # zlib can only tell its two-byte header from raw deflate once it has both bytes: a body
+            # whose first chunk is one byte would otherwise be taken for zlib and fail on the next.
+            data = self.head + data
+            if len(data) < 2:
+                self.head = data
+                return b""
             self.first = False
             try:
                 return self.obj.decompress(data)
@@ -426,6 +436,9 @@ class _Deflate:
         return self.obj.decompress(data)
 
     def flush(self) -> bytes:
+        if self.first and self.head:
+            self.first = False
+            return self.obj.decompress(self.head) + self.obj.flush()
         return self.obj.flush()
 
 
