@@ -118,15 +118,25 @@ class Target:
     @classmethod
     def parse(cls, url: str) -> Target:
         """Parse an ``http``/``https`` URL; :class:`ValueError` names what is wrong (never the URL's secrets)."""
-        parts = urlsplit(url)
+        # urlsplit silently drops tabs and line breaks and strips outer whitespace: refuse them
+        # first, so the URL used is the URL given. Messages never quote the URL (keys in queries).
+        if any(c <= " " or c == "\x7f" for c in url):
+            raise ValueError("URL contains whitespace or control characters")
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ValueError("URL is malformed (its host or port)") from None
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
             raise ValueError(f"unsupported URL scheme {scheme!r} (http or https)")
         host = parts.hostname
         if not host:
             raise ValueError("URL has no host")
+        if port == 0:
+            raise ValueError("URL has port 0")
         default = 443 if scheme == "https" else 80
-        port = parts.port or default  # .port raises ValueError for a bad port
+        port = port or default
         if not host.isascii():
             host = host.encode("idna").decode("ascii")
         shown = f"[{host}]" if ":" in host else host
@@ -157,7 +167,8 @@ def _head(method: bytes, target: Target, headers: list[tuple[str, str]], length:
         if raw_name in _FRAMING:
             continue
         raw_value = _encode(value)
-        if b"\r" in raw_value or b"\n" in raw_value or b"\x00" in raw_value or not raw_name or raw_name.translate(None, _TOKEN):
+        bad_value = b"\r" in raw_value or b"\n" in raw_value or b"\x00" in raw_value
+        if bad_value or not raw_name or raw_name.translate(None, _TOKEN):
             raise ValueError(f"header {name!r} has a malformed name or value")
         agent = agent or raw_name == b"user-agent"
         encoding = encoding or raw_name == b"accept-encoding"
@@ -193,6 +204,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0
+        self.head_bytes = 0  # every byte before the final head, 1xx answers included
         self.head_done = False
         self.keep_alive = False
         self.complete = False
@@ -214,10 +226,20 @@ class _Connection(asyncio.Protocol):
             self.abort()
             return
         self.received = True
+        if not self.head_done:
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(ProtocolError(f"malformed HTTP answer from the upstream ({type(exc).__name__})"))
+            if not self.complete:
+                self._fail(ProtocolError(f"malformed HTTP answer from the upstream ({type(exc).__name__})"))
+            # else: bytes after the complete answer (see on_message_begin); the answer stands.
+            self.abort()
+            return
+        if not self.head_done and self.head_bytes > MAX_HEAD:
+            # httptools keeps a header that has not ended yet in memory without limit, and never
+            # reports it to on_header: the limit must hold on the bytes as they arrive.
+            self._fail(ProtocolError(f"the upstream's answer head exceeds {MAX_HEAD} bytes"))
             self.abort()
             return
         if self.buffered > _HIGH_WATER and not self.read_paused and self.transport is not None:
@@ -250,6 +272,12 @@ class _Connection(asyncio.Protocol):
             self.write_waiter.set_result(None)
 
     # -- httptools callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # A second answer to one request (a desynchronised upstream or proxy): it must neither
+            # join this body nor be taken as the next request's answer. The raise stops the parser.
+            raise ValueError("answer after the complete answer")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value) + 4
@@ -316,6 +344,10 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._reset()
         self.busy = True
+        if self.closed:
+            # Dropped between connecting and sending (bytes arrived before the request did): no
+            # connection_lost will come to end the wait for the answer.
+            raise ProtocolError("the upstream closed the connection before the request was sent")
         self.transport.write(data)
         if self.write_paused and not self.closed:
             self.write_waiter = self.loop.create_future()
@@ -409,7 +441,10 @@ class Response:
         if self._done:
             return
         self._done = True
-        self._pool._release(self._conn, self._conn.complete and self._conn.error is None)
+        conn = self._conn
+        # Unread body bytes: the caller gave up on the answer; the socket may also be paused for
+        # reading, which would stall the next exchange on it.
+        self._pool._release(conn, conn.complete and conn.error is None and not conn.chunks)
 
 
 class _Deflate:
@@ -556,13 +591,7 @@ class Pool:
     def _release(self, conn: _Connection, reusable: bool) -> None:
         conn.busy = False
         self._slots.release()
-        if (
-            not reusable
-            or conn.closed
-            or self._closed
-            or self._idle_count >= self._max_idle
-            or not conn.keep_alive
-        ):
+        if not reusable or conn.closed or self._closed or self._idle_count >= self._max_idle or not conn.keep_alive:
             conn.abort()
             return
         conn.idle_since = time.monotonic()
