@@ -252,8 +252,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.busy and not self.complete:
-            if self.head_done and not self.framed and self.error is None:
-                self.complete = True  # a close-delimited body ends here
+            if self.head_done and not self.framed and self.error is None and exc is None:
+                self.complete = True  # a close-delimited body ends here (a clean close; a reset cuts it)
             elif self.error is None:
                 self.error = ProtocolError(
                     "the upstream closed the connection before the answer was complete"
