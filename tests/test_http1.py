@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import socket
 import ssl
+import struct
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -402,6 +403,30 @@ def test_close_delimited_answer_is_complete_and_not_reused(run: Runner) -> None:
             await pool.aclose()
         assert first == second == b"part one, part two"
         assert len(server.peers) == 2
+
+    run(main)
+
+
+def test_reset_in_a_close_delimited_body_is_an_error(run: Runner) -> None:
+    # Without a length, only a clean close ends the body: a reset (RST) means it was cut.
+    async def handle(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: 1\n\n")
+        await asyncio.sleep(0.05)
+        sock = peer.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.writer.transport.abort()
+
+    async def main() -> None:
+        async with RawServer(handle) as server:
+            pool = Pool()
+            response = await request(pool, server.url)
+            received: list[bytes] = []
+            with pytest.raises(ProtocolError, match="ConnectionResetError"):
+                await read_into(response, received)
+            assert received == [b"data: 1\n\n"]
+            await response.aclose()
+            await pool.aclose()
 
     run(main)
 
