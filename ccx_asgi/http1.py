@@ -204,7 +204,8 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0
-        self.head_bytes = 0  # every byte before the final head, 1xx answers included
+        # Bytes since the last body piece: the head (1xx answers included), chunk lines, trailers.
+        self.framing_bytes = 0
         self.head_done = False
         self.keep_alive = False
         self.complete = False
@@ -226,8 +227,7 @@ class _Connection(asyncio.Protocol):
             self.abort()
             return
         self.received = True
-        if not self.head_done:
-            self.head_bytes += len(data)
+        self.framing_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -236,10 +236,11 @@ class _Connection(asyncio.Protocol):
             # else: bytes after the complete answer (see on_message_begin); the answer stands.
             self.abort()
             return
-        if not self.head_done and self.head_bytes > MAX_HEAD:
-            # httptools keeps a header that has not ended yet in memory without limit, and never
-            # reports it to on_header: the limit must hold on the bytes as they arrive.
-            self._fail(ProtocolError(f"the upstream's answer head exceeds {MAX_HEAD} bytes"))
+        if self.framing_bytes > MAX_HEAD and not self.complete:
+            # httptools keeps a header (or trailer) that has not ended yet in memory without limit,
+            # and never reports it to on_header: the limit must hold on the bytes as they arrive.
+            part = "trailers exceed" if self.head_done else "head exceeds"
+            self._fail(ProtocolError(f"the upstream's answer {part} {MAX_HEAD} bytes"))
             self.abort()
             return
         if self.buffered > _HIGH_WATER and not self.read_paused and self.transport is not None:
@@ -305,6 +306,7 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        self.framing_bytes = 0
         self.chunks.append(body)
         self.buffered += len(body)
         self._wake()
