@@ -615,6 +615,45 @@ def test_oversized_head_that_never_ends_fails_fast(run: Runner) -> None:
     run(main)
 
 
+def test_trailers_that_never_end_fail_fast(run: Runner) -> None:
+    async def handle(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-endless: ")
+        for _ in range(200):
+            await peer.send(b"a" * 8192)
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(30)
+
+    async def main() -> None:
+        async with RawServer(handle) as server:
+            pool = Pool()
+            response = await request(pool, server.url)
+            received: list[bytes] = []
+            with pytest.raises(ProtocolError, match=f"trailers exceed {http1.MAX_HEAD} bytes"):
+                await read_into(response, received)
+            assert received == [b"hello"]
+            await response.aclose()
+            await pool.aclose()
+
+    run(main)
+
+
+def test_large_bodies_in_many_small_chunks_are_not_mistaken_for_framing(run: Runner) -> None:
+    # Chunk lines count as framing only until the next body byte: a long body of tiny chunks is fine.
+    pieces = [b"%06d" % n for n in range(40_000)]
+
+    async def main() -> None:
+        async with RawServer(
+            answering(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunked(*pieces))
+        ) as server:
+            pool = Pool()
+            _, data = await fetch(pool, server.url)
+            await pool.aclose()
+        assert data == b"".join(pieces)
+
+    run(main)
+
+
 @pytest.mark.parametrize(
     "answer",
     [b"HTTP/1.1 abc OK\r\n\r\n", b"HTPT/1.1 200 OK\r\n\r\n", b"\x16\x03\x01\x02\x00garbage\r\n\r\n"],
