@@ -65,6 +65,20 @@ def _gzip(app: Any) -> Any:
     return wrapped
 
 
+def _set_cookie(app: Any) -> Any:
+    """Wrap an ASGI app so every answer sets a cookie (which must never ride on a later request)."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def cookie_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message["headers"], (b"set-cookie", b"upstream=session-1; Path=/")]}
+            await send(message)
+
+        await app(scope, receive, cookie_send)
+
+    return wrapped
+
+
 class Calls:
     """Counts requests through each upstream client (the gateway runs in uvicorn's thread)."""
 
@@ -91,7 +105,7 @@ def upstream() -> Iterator[tuple[str, FakeResponsesUpstream]]:
         yield url, fake
 
 
-def _gateway(upstream_url: str, client: str, **channel: Any) -> Any:
+def _gateway(upstream_url: str, client: str, *, loop: str = "auto", **channel: Any) -> Any:
     settings = load_settings(
         proxy_access_key=KEY,
         upstream_client=client,
@@ -105,31 +119,38 @@ def _gateway(upstream_url: str, client: str, **channel: Any) -> Any:
             )
         ],
     )
-    return serve(create_app(settings))
+    return serve(create_app(settings), loop=loop)
 
 
 def _post(url: str, body: dict[str, Any], **headers: str) -> httpx.Response:
     return httpx.post(f"{url}/responses", json=body, headers={"authorization": f"Bearer {KEY}", **headers}, timeout=30)
 
 
-def test_upstream_gets_the_channel_key_and_no_client_credentials(
-    upstream: tuple[str, FakeResponsesUpstream], calls: Calls
-) -> None:
-    upstream_url, fake = upstream
-    with _gateway(upstream_url, "fast") as url:
-        response = _post(
-            url,
-            {"model": "m", "input": "hi"},
-            **{"x-api-key": KEY, "cookie": "session=user-cookie", "x-goog-api-key": KEY, "x-trace-note": "kept"},
-        )
-    assert response.status_code == 200, response.text
-    validate_response(response.json())
-    assert calls.fast == 1, "the request did not go through the fast client"
-    sent = fake.requests[-1].headers
-    assert sent["authorization"] == f"Bearer {UPSTREAM_KEY}"
-    assert not {"x-api-key", "cookie", "x-goog-api-key"} & set(sent)
-    assert KEY not in orjson.dumps(sent).decode()
-    assert sent["x-trace-note"] == "kept"  # ordinary client headers do go through
+@pytest.mark.parametrize("loop", ["auto", "asyncio"], ids=["uvloop", "asyncio"])
+def test_upstream_gets_the_channel_key_and_no_client_credentials(calls: Calls, loop: str) -> None:
+    fake = FakeResponsesUpstream(keys=(UPSTREAM_KEY,), script=_script)
+    with serve(_set_cookie(fake)) as upstream_url, _gateway(upstream_url, "fast", loop=loop) as url:
+        responses = [
+            _post(
+                url,
+                {"model": "m", "input": "hi"},
+                **{"x-api-key": KEY, "cookie": "session=user-cookie", "x-goog-api-key": KEY, "x-trace-note": "kept"},
+            )
+            for _ in range(2)
+        ]
+    for response in responses:
+        assert response.status_code == 200, response.text
+        validate_response(response.json())
+        assert "set-cookie" not in response.headers
+    assert calls.fast == 2, "the requests did not go through the fast client"
+    assert len(fake.requests) == 2
+    for recorded in fake.requests:
+        sent = recorded.headers
+        assert sent["authorization"] == f"Bearer {UPSTREAM_KEY}"
+        # Neither the client's cookie nor the one the upstream set on the first answer.
+        assert not {"x-api-key", "cookie", "x-goog-api-key"} & set(sent)
+        assert KEY not in orjson.dumps(sent).decode()
+        assert sent["x-trace-note"] == "kept"  # ordinary client headers do go through
 
 
 _STATUSES = [400, 401, 403, 404, 409, 413, 422, 429, 500, 503]
