@@ -656,8 +656,16 @@ def test_large_bodies_in_many_small_chunks_are_not_mistaken_for_framing(run: Run
 
 @pytest.mark.parametrize(
     "answer",
-    [b"HTTP/1.1 abc OK\r\n\r\n", b"HTPT/1.1 200 OK\r\n\r\n", b"\x16\x03\x01\x02\x00garbage\r\n\r\n"],
-    ids=["status", "protocol", "binary"],
+    [
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTPT/1.1 200 OK\r\n\r\n",
+        b"\x16\x03\x01\x02\x00garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nokk",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999999\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+    ],
+    ids=["status", "protocol", "binary", "length-and-chunked", "two-lengths", "huge-length", "no-colon"],
 )
 def test_malformed_status_line_raises_protocol_error(run: Runner, answer: bytes) -> None:
     async def main() -> None:
@@ -989,6 +997,46 @@ def test_connection_lost_before_the_request_is_sent(run: Runner) -> None:
             await pool.aclose()
 
     run(main, loop_factory=DroppedOnConnect)
+
+
+def test_early_answer_to_a_large_body_then_close(run: Runner) -> None:
+    # A server refusing a body it will not read (nginx's 413) answers after the head and closes.
+    async def handle(peer: Peer) -> None:
+        await peer.reader.readuntil(b"\r\n\r\n")
+        await peer.send(ok(b"too large", b"connection: close", status=b"413 Payload Too Large"))
+        peer.writer.close()
+        await asyncio.sleep(0.5)
+
+    async def main() -> None:
+        async with RawServer(handle) as server:
+            pool = Pool()
+            response = await request(pool, server.url, body=b"x" * (16 * 1024 * 1024), write_timeout=3)
+            received: list[bytes] = []
+            await read_into(response, received)
+            await response.aclose()
+            await pool.aclose()
+        assert response.status_code == 413
+        assert b"".join(received) == b"too large"
+
+    run(main)
+
+
+def test_many_concurrent_requests_share_a_bounded_pool(run: Runner) -> None:
+    async def handle(peer: Peer) -> None:
+        while (request := await peer.read_request()) is not None:
+            await asyncio.sleep(0.005)
+            await peer.send(ok(request[1]))
+
+    async def main() -> None:
+        async with RawServer(handle) as server:
+            pool = Pool(max_connections=8, max_idle=8)
+            results = await asyncio.gather(*(fetch(pool, server.url, body=b"%d" % n) for n in range(200)))
+            await pool.aclose()
+        assert [data for _, data in results] == [b"%d" % n for n in range(200)]
+        assert len(server.peers) <= 8
+        assert len(server.requests) == 200
+
+    run(main)
 
 
 # -- flow control and limits -----------------------------------------------------------------------
@@ -1384,5 +1432,26 @@ def test_closed_pool_refuses_and_closes_idle_sockets(run: Runner) -> None:
             with pytest.raises(ConnectError, match="closed"):
                 await request(pool, server.url)
         assert len(server.peers) == 1
+
+    run(main)
+
+
+def test_pool_close_with_an_answer_in_flight(run: Runner) -> None:
+    async def handle(peer: Peer) -> None:
+        while await peer.read_request() is not None:
+            await peer.send(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nfirst")
+            await asyncio.sleep(0.05)
+            await peer.send(b"-ok")
+
+    async def main() -> None:
+        async with RawServer(handle) as server:
+            pool = Pool()
+            response = await request(pool, server.url)
+            await pool.aclose()
+            received: list[bytes] = []
+            await read_into(response, received)  # the answer in flight still arrives whole
+            await response.aclose()
+            await asyncio.wait_for(server.peers[0].eof.wait(), 2)  # then its socket is closed, not kept
+        assert b"".join(received) == b"first-ok"
 
     run(main)
