@@ -196,7 +196,7 @@ def answering(answer: Callable[[Peer, bytes, bytes], bytes | None] | bytes) -> H
 
 async def request(
     pool: Pool,
-    url: str,
+    url: str | Target,
     headers: list[tuple[str, str]] | None = None,
     body: bytes = b"{}",
     *,
@@ -291,7 +291,7 @@ def test_host_omits_the_default_port(run: Runner) -> None:
             pool = Pool()
             # Parsed as port 80 (so the Host header has no port), connected to the test server.
             target = dataclasses.replace(Target.parse("http://127.0.0.1/v1/responses"), port=server.port)
-            response = await request(pool, target)  # type: ignore[arg-type]
+            response = await request(pool, target)
             await response.aclose()
             await pool.aclose()
         assert dict(header_pairs(server.requests[0][0]))[b"host"] == b"127.0.0.1"
@@ -776,7 +776,7 @@ def test_stale_reused_socket_is_retried_once_on_a_new_connection(run: Runner) ->
     async def handle(peer: Peer) -> None:
         await peer.read_request()
         await peer.send(ok(b"first"))
-        if len([p for p in server.peers if p is not peer]) == 0:
+        if server.peers.index(peer) == 0:
             # The first connection: take the next request, then close without a byte of answer.
             await peer.read_request()
             peer.writer.transport.abort()
