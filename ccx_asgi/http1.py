@@ -439,7 +439,7 @@ class Response:
                 yield tail
 
     async def aclose(self) -> None:
-        """Release the connection: back to the pool if the exchange ended cleanly, else closed."""
+        """Release the connection: back to the pool if the body was read to its clean end, else closed."""
         if self._done:
             return
         self._done = True
