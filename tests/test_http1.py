@@ -1455,3 +1455,16 @@ def test_pool_close_with_an_answer_in_flight(run: Runner) -> None:
         assert b"".join(received) == b"first-ok"
 
     run(main)
+
+
+@pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
+def test_bodiless_statuses_end_at_the_head_and_keep_the_connection(run: Runner, status: bytes) -> None:
+    async def main() -> None:
+        async with RawServer(answering(b"HTTP/1.1 " + status + b"\r\nx-a: 1\r\n\r\n")) as server:
+            pool = Pool()
+            results = [await fetch(pool, server.url) for _ in range(3)]
+            await pool.aclose()
+        assert [(r.status_code, data) for r, data in results] == [(int(status[:3]), b"")] * 3
+        assert len(server.peers) == 1
+
+    run(main)
