@@ -75,6 +75,9 @@ _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 _USER_AGENT = b"ccx-asgi"
 _PATH_SAFE = "/%:@!$&'()*+,;=?~-._"
+# RFC 9110 token characters (lower case: names are lower-cased first); anything else in a name, CR and
+# LF included, could split the request.
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
 _FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"te"})
 
 
@@ -115,15 +118,25 @@ class Target:
     @classmethod
     def parse(cls, url: str) -> Target:
         """Parse an ``http``/``https`` URL; :class:`ValueError` names what is wrong (never the URL's secrets)."""
-        parts = urlsplit(url)
+        # urlsplit silently drops tabs and line breaks and strips outer whitespace: refuse them
+        # first, so the URL used is the URL given. Messages never quote the URL (keys in queries).
+        if any(c <= " " or c == "\x7f" for c in url):
+            raise ValueError("URL contains whitespace or control characters")
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ValueError("URL is malformed (its host or port)") from None
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
             raise ValueError(f"unsupported URL scheme {scheme!r} (http or https)")
         host = parts.hostname
         if not host:
             raise ValueError("URL has no host")
+        if port == 0:
+            raise ValueError("URL has port 0")
         default = 443 if scheme == "https" else 80
-        port = parts.port or default  # .port raises ValueError for a bad port
+        port = port or default
         if not host.isascii():
             host = host.encode("idna").decode("ascii")
         shown = f"[{host}]" if ":" in host else host
@@ -154,7 +167,8 @@ def _head(method: bytes, target: Target, headers: list[tuple[str, str]], length:
         if raw_name in _FRAMING:
             continue
         raw_value = _encode(value)
-        if b"\r" in raw_value or b"\n" in raw_value or b"\x00" in raw_value or not raw_name or b":" in raw_name:
+        bad_value = b"\r" in raw_value or b"\n" in raw_value or b"\x00" in raw_value
+        if bad_value or not raw_name or raw_name.translate(None, _TOKEN):
             raise ValueError(f"header {name!r} has a malformed name or value")
         agent = agent or raw_name == b"user-agent"
         encoding = encoding or raw_name == b"accept-encoding"
@@ -190,6 +204,8 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0
+        # Bytes since the last body piece: the head (1xx answers included), chunk lines, trailers.
+        self.framing_bytes = 0
         self.head_done = False
         self.keep_alive = False
         self.complete = False
@@ -211,10 +227,20 @@ class _Connection(asyncio.Protocol):
             self.abort()
             return
         self.received = True
+        self.framing_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(ProtocolError(f"malformed HTTP answer from the upstream ({type(exc).__name__})"))
+            if not self.complete:
+                self._fail(ProtocolError(f"malformed HTTP answer from the upstream ({type(exc).__name__})"))
+            # else: bytes after the complete answer (see on_message_begin); the answer stands.
+            self.abort()
+            return
+        if self.framing_bytes > MAX_HEAD and not self.complete:
+            # httptools keeps a header (or trailer) that has not ended yet in memory without limit,
+            # and never reports it to on_header: the limit must hold on the bytes as they arrive.
+            part = "trailers exceed" if self.head_done else "head exceeds"
+            self._fail(ProtocolError(f"the upstream's answer {part} {MAX_HEAD} bytes"))
             self.abort()
             return
         if self.buffered > _HIGH_WATER and not self.read_paused and self.transport is not None:
@@ -227,8 +253,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.busy and not self.complete:
-            if self.head_done and not self.framed and self.error is None:
-                self.complete = True  # a close-delimited body ends here
+            if self.head_done and not self.framed and self.error is None and exc is None:
+                self.complete = True  # a close-delimited body ends here (a clean close; a reset cuts it)
             elif self.error is None:
                 self.error = ProtocolError(
                     "the upstream closed the connection before the answer was complete"
@@ -247,6 +273,12 @@ class _Connection(asyncio.Protocol):
             self.write_waiter.set_result(None)
 
     # -- httptools callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # A second answer to one request (a desynchronised upstream or proxy): it must neither
+            # join this body nor be taken as the next request's answer. The raise stops the parser.
+            raise ValueError("answer after the complete answer")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value) + 4
@@ -274,6 +306,7 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        self.framing_bytes = 0
         self.chunks.append(body)
         self.buffered += len(body)
         self._wake()
@@ -313,6 +346,10 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._reset()
         self.busy = True
+        if self.closed:
+            # Dropped between connecting and sending (bytes arrived before the request did): no
+            # connection_lost will come to end the wait for the answer.
+            raise ProtocolError("the upstream closed the connection before the request was sent")
         self.transport.write(data)
         if self.write_paused and not self.closed:
             self.write_waiter = self.loop.create_future()
@@ -394,16 +431,22 @@ class Response:
                     continue
             yield data
         if decoder is not None:
-            tail = decoder.flush()
+            try:
+                tail = decoder.flush()
+            except zlib.error:
+                raise ProtocolError(f"the upstream's {encoding} body does not decode") from None
             if tail:
                 yield tail
 
     async def aclose(self) -> None:
-        """Release the connection: back to the pool if the exchange ended cleanly, else closed."""
+        """Release the connection: back to the pool if the body was read to its clean end, else closed."""
         if self._done:
             return
         self._done = True
-        self._pool._release(self._conn, self._conn.complete and self._conn.error is None)
+        conn = self._conn
+        # Unread body bytes: the caller gave up on the answer; the socket may also be paused for
+        # reading, which would stall the next exchange on it.
+        self._pool._release(conn, conn.complete and conn.error is None and not conn.chunks)
 
 
 class _Deflate:
@@ -411,10 +454,17 @@ class _Deflate:
 
     def __init__(self) -> None:
         self.first = True
+        self.head = b""
         self.obj = zlib.decompressobj()
 
     def decompress(self, data: bytes) -> bytes:
         if self.first:
+            # zlib can only tell its two-byte header from raw deflate once it has both bytes: a body
+            # whose first chunk is one byte would otherwise be taken for zlib and fail on the next.
+            data = self.head + data
+            if len(data) < 2:
+                self.head = data
+                return b""
             self.first = False
             try:
                 return self.obj.decompress(data)
@@ -423,6 +473,9 @@ class _Deflate:
         return self.obj.decompress(data)
 
     def flush(self) -> bytes:
+        if self.first and self.head:
+            self.first = False
+            return self.obj.decompress(self.head) + self.obj.flush()
         return self.obj.flush()
 
 
