@@ -18,15 +18,16 @@ httpx`` sends everything through httpx.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import ssl
 import time
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httptools
 
@@ -109,6 +110,8 @@ class Target:
     authority: bytes
     #: The path and query, as sent on the request line.
     path: bytes
+    #: ``Basic`` credentials from the URL's user info, sent when the caller gives no ``authorization``.
+    auth: bytes | None = field(default=None, repr=False)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -148,7 +151,12 @@ class Target:
         for text in (authority, path):
             if any(c in text for c in "\r\n\x00 \t"):
                 raise ValueError("URL contains whitespace or control characters")
-        return cls(scheme, host, port, authority.encode("ascii"), path.encode("utf-8"))
+        auth = None
+        if parts.username is not None or parts.password is not None:
+            # As httpx did with such a base_url: user info becomes Basic credentials, never part of Host.
+            user, password = unquote(parts.username or ""), unquote(parts.password or "")
+            auth = b"Basic " + base64.b64encode(f"{user}:{password}".encode())
+        return cls(scheme, host, port, authority.encode("ascii"), path.encode("utf-8"), auth)
 
 
 def _encode(value: str) -> bytes:
@@ -161,7 +169,7 @@ def _encode(value: str) -> bytes:
 def _head(method: bytes, target: Target, headers: list[tuple[str, str]], length: int) -> bytes:
     """The request head. Framing is the client's own; CR, LF or NUL in a header is refused."""
     lines = [method, b" ", target.path, b" HTTP/1.1\r\nhost: ", target.authority, b"\r\n"]
-    agent = encoding = False
+    agent = encoding = authorized = False
     for name, value in headers:
         raw_name = _encode(name.lower())
         if raw_name in _FRAMING:
@@ -172,11 +180,14 @@ def _head(method: bytes, target: Target, headers: list[tuple[str, str]], length:
             raise ValueError(f"header {name!r} has a malformed name or value")
         agent = agent or raw_name == b"user-agent"
         encoding = encoding or raw_name == b"accept-encoding"
+        authorized = authorized or raw_name == b"authorization"
         lines += (raw_name, b": ", raw_value, b"\r\n")
     if not agent:
         lines.append(b"user-agent: " + _USER_AGENT + b"\r\n")
     if not encoding:
         lines.append(b"accept-encoding: gzip, deflate\r\n")
+    if target.auth is not None and not authorized:
+        lines.append(b"authorization: " + target.auth + b"\r\n")
     lines += (b"content-length: ", str(length).encode(), b"\r\n\r\n")
     return b"".join(lines)
 
@@ -495,6 +506,8 @@ class Pool:
         keepalive_expiry: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        #: The loop this pool's sockets belong to (it is made on first use, inside a running loop).
+        self.loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(max_connections)
         self._max_idle = max_idle
         self._expiry = keepalive_expiry

@@ -374,10 +374,16 @@ class Upstream:
 
     @property
     def pool(self) -> http1.Pool:
-        """The fast client's connection pool, created on first use (it needs a running loop)."""
-        if self._pool is None:
-            self._pool = http1.Pool(max_connections=self._max_connections, ssl_context=self._ssl_context)
-        return self._pool
+        """The fast client's connection pool, created on first use (it needs a running loop).
+
+        A host that drives one app from several event loops in turn (a test suite with a loop per
+        test, a sync framework's portal thread) gets a new pool per loop: sockets and the slot
+        semaphore belong to the loop that made them and cannot be used from another.
+        """
+        pool = self._pool
+        if pool is None or pool.loop is not asyncio.get_running_loop():
+            pool = self._pool = http1.Pool(max_connections=self._max_connections, ssl_context=self._ssl_context)
+        return pool
 
     async def aclose(self) -> None:
         """Close the clients and their idle connections; a later request opens new ones."""

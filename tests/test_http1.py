@@ -9,6 +9,7 @@ test runs on the standard loop and on uvloop (the standalone server's loop, whos
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import gzip
 import hashlib
@@ -36,6 +37,7 @@ from ccx_asgi.http1 import (
     Target,
     WriteTimeout,
 )
+from ccx_asgi.upstream import Upstream
 from tests.servers import free_port
 
 # -- harness ---------------------------------------------------------------------------------------
@@ -1468,3 +1470,43 @@ def test_bodiless_statuses_end_at_the_head_and_keep_the_connection(run: Runner, 
         assert len(server.peers) == 1
 
     run(main)
+
+
+# -- URL credentials and event loops ---------------------------------------------------------------
+
+
+def test_url_user_info_becomes_basic_credentials(run: Runner) -> None:
+    async def main() -> None:
+        async with RawServer(answering(ok())) as server:
+            pool = Pool()
+            with_info = server.url.replace("://", "://us%40er:p%3Ass@") + "/v1"
+            await fetch(pool, with_info)
+            await fetch(pool, with_info, [("authorization", "Bearer sk-channel")])
+            await pool.aclose()
+        first, second = (dict(header_pairs(head)) for head, _ in server.requests)
+        assert first[b"authorization"] == b"Basic " + base64.b64encode(b"us@er:p:ss")
+        assert first[b"host"] == f"127.0.0.1:{server.port}".encode()  # never the user info
+        assert second[b"authorization"] == b"Bearer sk-channel"  # a given header wins, and only one is sent
+        assert sum(name == b"authorization" for name, _ in header_pairs(server.requests[1][0])) == 1
+        assert "p:ss" not in repr(Target.parse(with_info)) and "p%3Ass" not in repr(Target.parse(with_info))
+
+    run(main)
+
+
+def test_upstream_makes_one_pool_per_event_loop() -> None:
+    upstream = Upstream()
+    pools: list[Pool] = []
+
+    async def main() -> None:
+        async with asyncio.timeout(10), RawServer(answering(ok())) as server:
+            pool = upstream.pool
+            pools.append(pool)
+            _, data = await fetch(pool, server.url)
+            assert data == b"ok"
+            assert upstream.pool is pool  # the same loop keeps its pool (and its sockets)
+
+    asyncio.run(main())
+    uvloop.run(main())  # the same app driven from a second loop must not touch the first one's sockets
+    asyncio.run(main())
+    assert len({id(p) for p in pools}) == 3
+    asyncio.run(upstream.aclose())
