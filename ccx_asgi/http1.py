@@ -315,6 +315,8 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = self.parser.should_keep_alive()
         self.head_done = True
         self._wake()
+        if self.write_waiter is not None and not self.write_waiter.done():
+            self.write_waiter.set_result(None)
 
     def on_body(self, body: bytes) -> None:
         self.framing_bytes = 0
@@ -362,15 +364,19 @@ class _Connection(asyncio.Protocol):
             # connection_lost will come to end the wait for the answer.
             raise ProtocolError("the upstream closed the connection before the request was sent")
         self.transport.write(data)
-        if self.write_paused and not self.closed:
-            self.write_waiter = self.loop.create_future()
-            try:
-                async with asyncio.timeout(write_timeout):
+        try:
+            async with asyncio.timeout(write_timeout):
+                # An answer that arrives before the whole request was taken (a 413 for a huge body)
+                # ends the wait: it is the answer, whether or not the upstream reads the rest.
+                while self.write_paused and not self.closed and not self.head_done:
+                    self.write_waiter = self.loop.create_future()
                     await self.write_waiter
-            except TimeoutError:
-                raise WriteTimeout(f"the upstream did not take the request within {write_timeout:g}s") from None
-            finally:
-                self.write_waiter = None
+        except TimeoutError:
+            raise WriteTimeout(f"the upstream did not take the request within {write_timeout:g}s") from None
+        finally:
+            self.write_waiter = None
+        if self.write_paused:
+            self.keep_alive = False  # part of the request is still unsent: the socket cannot carry another
 
     async def head(self) -> None:
         """Wait for the answer's status and headers."""

@@ -1023,6 +1023,37 @@ def test_early_answer_to_a_large_body_then_close(run: Runner) -> None:
     run(main)
 
 
+def test_early_answer_on_a_connection_kept_open(run: Runner) -> None:
+    # The same refusal without closing and without reading the body: the answer must come back at
+    # once (not a WriteTimeout), and the socket, still holding unsent request bytes, is not reused.
+    async def handle(peer: Peer) -> None:
+        await peer.reader.readuntil(b"\r\n\r\n")
+        await peer.send(ok(b"too large", status=b"413 Payload Too Large"))
+        await peer.eof.wait()
+
+    async def main() -> None:
+        async with RawServer(handle) as server:
+            pool = Pool()
+            started = time.monotonic()
+            response = await request(pool, server.url, body=b"x" * (16 * 1024 * 1024), write_timeout=5)
+            received: list[bytes] = []
+            await read_into(response, received)
+            await response.aclose()
+            elapsed = time.monotonic() - started
+            async with asyncio.timeout(2):
+                # the dropped socket reaches the server as EOF or reset
+                while not server.peers[0].writer.transport.is_closing():
+                    data = await server.peers[0].reader.read(1 << 20)
+                    if not data:
+                        break
+            await pool.aclose()
+        assert response.status_code == 413
+        assert b"".join(received) == b"too large"
+        assert elapsed < 3, elapsed
+
+    run(main)
+
+
 def test_many_concurrent_requests_share_a_bounded_pool(run: Runner) -> None:
     async def handle(peer: Peer) -> None:
         while (request := await peer.read_request()) is not None:
