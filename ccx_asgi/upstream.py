@@ -1,9 +1,11 @@
-"""All upstream I/O: one long-lived ``httpx.AsyncClient`` and the one boundary where httpx's
-exceptions and upstream error statuses become :class:`~ccx_asgi.errors.UpstreamError`.
+"""All upstream I/O, and the one boundary where transport exceptions and upstream error statuses
+become :class:`~ccx_asgi.errors.UpstreamError`.
 
-The client is created lazily (mounted sub-apps get no lifespan events) and closed by
-:meth:`Upstream.aclose`. Tests inject a transport; the built-in demo channel is an in-process
-transport mounted on a reserved host, so it goes through exactly the same code as a real upstream.
+Real upstreams are reached through :mod:`ccx_asgi.http1` (or httpx with ``CCX_UPSTREAM_CLIENT=
+httpx``); one long-lived ``httpx.AsyncClient`` serves injected transports (tests), the built-in demo
+channel (an in-process transport mounted on a reserved host) and the model lists. Both answer with
+the same small response interface, so everything after the request is the same code. The clients
+are created lazily (mounted sub-apps get no lifespan events) and closed by :meth:`Upstream.aclose`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ccx_asgi.settings import DEMO_BASE_URL, ChannelConfig
 
 __all__ = ["Upstream", "UpstreamResponse", "forwardable_headers", "redact"]
 
-# Client headers that must never reach an upstream: hop-by-hop, framing (httpx sets its own), client
+# Client headers that must never reach an upstream: hop-by-hop, framing (the client sets its own), client
 # credentials (the channel's key replaces them), cookies and anything that says who/where the
 # client is or could steer the upstream host.
 _DROP = frozenset(
