@@ -65,10 +65,12 @@ def plan(body: dict[str, Any], headers: dict[str, str]) -> Plan:
         return Plan(stall_before_headers=True)
     if fault == "cut_prelude":
         return Plan(events=events[:2])
+    # events: created, in_progress, the message item, its content part, then the text deltas. Only
+    # real content commits a stream (docs/routing.md): cut or stall right after the first delta.
     if fault == "cut_after_commit":
-        return Plan(events=events[:4])
+        return Plan(events=events[:5])
     if fault == "idle_after_commit":
-        return Plan(events=events, stall_after=4)
+        return Plan(events=events, stall_after=5)
     if fault == "slow":
         return Plan(events=events, delay=0.03)
     if fault == "garbage":
@@ -147,6 +149,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "CCX_CHANNELS": channels(upstream_url).decode(),
             "CCX_HOST": "127.0.0.1",
             "CCX_PORT": str(port),
+            # The soak checks what happens to each request given its fault, so channel `a` must be
+            # tried first every time: its circuit never opens and a Retry-After never parks its key.
+            # Routing around a failing channel is tested in tests/test_breaker.py and tests/test_routing.py.
+            "CCX_BREAKER_FAILURE_THRESHOLD": "1000000000",
+            "CCX_BREAKER_MIN_REQUESTS": "1000000000",
+            "CCX_MAX_RETRY_AFTER": "0",
         }
         log_path = Path(args.log)
         gateway = start_gateway(env, log_path)
