@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 VARIANTS = ("starlette+httpx", "asgi+httpx", "asgi+http1", "asgi-only")
 _CCX_KEY = "sk-floor-" + "0" * 24
-_JSON = [(b"content-type", b"application/json")]
 _JSON_STR = [("content-type", "application/json")]
 
 
@@ -42,6 +42,17 @@ async def _read_body(receive: Any) -> bytes:
         body += message.get("body", b"")
         more = message.get("more_body", False)
     return body
+
+
+async def _forward(send: Any, response: Any, chunks: AsyncIterator[bytes]) -> None:
+    """Send an upstream answer on as it arrives (either client's response), then close it."""
+    try:
+        await send(_start(response.status_code, response.headers["content-type"].encode()))
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    finally:
+        await response.aclose()
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _app(variant: str, upstream: str) -> Any:
@@ -61,9 +72,7 @@ def _app(variant: str, upstream: str) -> Any:
             if scope["type"] != "http":
                 return
             orjson.loads(await _read_body(receive))
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
-            )
+            await send(_start(200, b"application/json"))
             await send({"type": "http.response.body", "body": payload})
 
         return answer
@@ -76,24 +85,9 @@ def _app(variant: str, upstream: str) -> Any:
             if scope["type"] != "http":
                 return
             body = await _read_body(receive)
-            request = client.build_request(
-                "POST", scope["path"], content=body, headers={"content-type": "application/json"}
-            )
+            request = client.build_request("POST", scope["path"], content=body, headers=dict(_JSON_STR))
             response = await client.send(request, stream=True)
-            try:
-                kind = response.headers["content-type"].encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": response.status_code,
-                        "headers": [(b"content-type", kind)],
-                    }
-                )
-                async for chunk in response.aiter_raw():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            finally:
-                await response.aclose()
-            await send({"type": "http.response.body", "body": b""})
+            await _forward(send, response, response.aiter_raw())
 
         return relay_httpx
     if variant == "asgi+http1":
@@ -108,24 +102,11 @@ def _app(variant: str, upstream: str) -> Any:
             if not pool:
                 pool.append(http1.Pool())
             body = await _read_body(receive)
-            target = targets.get(scope["path"]) or targets.setdefault(
-                scope["path"], http1.Target.parse(upstream + scope["path"])
-            )
+            target = targets.get(scope["path"])
+            if target is None:
+                target = targets[scope["path"]] = http1.Target.parse(upstream + scope["path"])
             response = await pool[0].request("POST", target, _JSON_STR, body, connect_timeout=10, write_timeout=10)
-            try:
-                kind = response.headers["content-type"].encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": response.status_code,
-                        "headers": [(b"content-type", kind)],
-                    }
-                )
-                async for chunk in response.aiter_bytes():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            finally:
-                await response.aclose()
-            await send({"type": "http.response.body", "body": b""})
+            await _forward(send, response, response.aiter_bytes())
 
         return relay_http1
     raise SystemExit(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")

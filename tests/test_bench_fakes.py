@@ -13,8 +13,11 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from bench.fakes import FakeUpstream
+from bench.floor import VARIANTS
+from bench.floor import _app as floor_app
 from bench.relay import build_relay
 from tests.sdk import parse_sse, validate_events, validate_response
+from tests.servers import serve
 
 
 def _client(app: Any) -> httpx.AsyncClient:
@@ -118,3 +121,20 @@ async def test_relay_forwards_bytes_unchanged() -> None:
     assert relayed.status_code == 200
     assert relayed.content == direct.content
     assert fake.hits["/v1/chat/completions"] == 2
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_floor_relays_answer_what_the_fake_answers(variant: str, stream: bool) -> None:
+    body = {"model": "m", "messages": [], "stream": stream}
+    with serve(FakeUpstream(fast_chunks=3)) as upstream:
+        direct = httpx.post(f"{upstream}/v1/chat/completions", json=body, timeout=10)
+        with serve(floor_app(variant, upstream)) as relay:
+            relayed = httpx.post(f"{relay}/v1/chat/completions", json=body, timeout=10)
+    assert relayed.status_code == direct.status_code == 200
+    if variant == "asgi-only":  # answers without an upstream: the fake's JSON answer, whatever was asked
+        assert ChatCompletion.model_validate(relayed.json()).choices[0].message.content
+    else:
+        assert relayed.content == direct.content
+        # Starlette's StreamingResponse adds a charset: compare the media type.
+        assert relayed.headers["content-type"].split(";")[0] == direct.headers["content-type"]
