@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal, Protocol
@@ -345,7 +344,6 @@ class Upstream:
         max_connections: int = 512,
         demo_transport: httpx.AsyncBaseTransport | None = None,
         client: Literal["fast", "httpx"] = "fast",
-        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._transport = transport
         self._demo_transport = demo_transport
@@ -353,7 +351,6 @@ class Upstream:
         self._client: httpx.AsyncClient | None = None
         self._fast = client == "fast" and transport is None
         self._max_connections = max_connections
-        self._ssl_context = ssl_context
         self._pool: http1.Pool | None = None
         # Parsed upstream URLs: parsing one costs several us per request, and channels x endpoints are few.
         self._urls: dict[str, httpx.URL | http1.Target] = {}
@@ -384,7 +381,7 @@ class Upstream:
         """
         pool = self._pool
         if pool is None or pool.loop is not asyncio.get_running_loop():
-            pool = self._pool = http1.Pool(max_connections=self._max_connections, ssl_context=self._ssl_context)
+            pool = self._pool = http1.Pool(max_connections=self._max_connections)
         return pool
 
     async def aclose(self) -> None:
