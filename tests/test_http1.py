@@ -594,19 +594,25 @@ def test_oversized_head_of_many_headers(run: Runner) -> None:
     run(main)
 
 
-def test_oversized_head_that_never_ends_fails_fast(run: Runner) -> None:
-    # One header value that never ends: the limit must hold while it is still arriving, not only
-    # once the parser has a complete header to report.
+def endless_after(prefix: bytes) -> Handler:
+    """A handler that sends ``prefix`` and then a header line that never ends (1.6 MB of it)."""
+
     async def handle(peer: Peer) -> None:
         await peer.read_request()
-        await peer.send(b"HTTP/1.1 200 OK\r\nx-endless: ")
+        await peer.send(prefix)
         for _ in range(200):
             await peer.send(b"a" * 8192)
             await asyncio.sleep(0.001)
         await asyncio.sleep(30)
 
+    return handle
+
+
+def test_oversized_head_that_never_ends_fails_fast(run: Runner) -> None:
+    # One header value that never ends: the limit must hold while it is still arriving, not only
+    # once the parser has a complete header to report.
     async def main() -> None:
-        async with RawServer(handle) as server:
+        async with RawServer(endless_after(b"HTTP/1.1 200 OK\r\nx-endless: ")) as server:
             pool = Pool()
             started = time.monotonic()
             with pytest.raises(ProtocolError, match=f"exceeds {http1.MAX_HEAD} bytes"):
@@ -618,16 +624,10 @@ def test_oversized_head_that_never_ends_fails_fast(run: Runner) -> None:
 
 
 def test_trailers_that_never_end_fail_fast(run: Runner) -> None:
-    async def handle(peer: Peer) -> None:
-        await peer.read_request()
-        await peer.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-endless: ")
-        for _ in range(200):
-            await peer.send(b"a" * 8192)
-            await asyncio.sleep(0.001)
-        await asyncio.sleep(30)
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-endless: "
 
     async def main() -> None:
-        async with RawServer(handle) as server:
+        async with RawServer(endless_after(head)) as server:
             pool = Pool()
             response = await request(pool, server.url)
             received: list[bytes] = []
