@@ -36,7 +36,7 @@ from bench.translator import measure as measure_translator
 
 CHANNELS = ("responses", "chat", "claude")
 NATIVE_PATH = {"responses": "/v1/responses", "chat": "/v1/chat/completions", "claude": "/v1/messages"}
-CODEX_BODY = Path(__file__).resolve().parent.parent.parent / "shared" / "codex" / "request-gpt-5.5-turn1.json"
+CODEX_BODY = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "codex" / "request-gpt-5.5-turn1.json"
 CCX_KEY = "sk-ccx-bench-" + secrets.token_hex(8)
 
 

@@ -21,10 +21,10 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 codex=.cache/codex/node_modules/.bin/codex
-if [ ! -x "$codex" ] || ! "$codex" --version 2>/dev/null | grep -q '0.169.0'; then
+if [ ! -x "$codex" ] || ! "$codex" --version 2>/dev/null | grep -qF "0.171.0"; then
   if command -v npm >/dev/null 2>&1; then
     echo "installing the Codex CLI from npm (for the end-to-end tests)"
-    npm install --silent --prefix .cache/codex --no-audit --no-fund @openai/codex@0.169.0 >/dev/null
+    npm install --silent --prefix .cache/codex --no-audit --no-fund @openai/codex@0.171.0 >/dev/null
   else
     echo "warning: npm is missing; the Codex end-to-end tests will be skipped" >&2
   fi

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,9 +17,10 @@ from ccx_asgi.settings import ChannelConfig
 from tests.conftest import PROXY_KEY, UPSTREAM_KEY, AppFactory, channel
 from tests.fakes.chat_upstream import FakeChatUpstream, Reply, chunk, error, text_reply, validate_chat_request
 from tests.fakes.responses_upstream import FakeResponsesUpstream
+from tests.paths import CODEX_FIXTURES
 from tests.sdk import parse_sse, validate_events, validate_response
 
-CODEX = Path(__file__).resolve().parents[1].parent / "shared" / "codex"
+CODEX = CODEX_FIXTURES
 
 
 def chat_channel(name: str = "chat", **fields: Any) -> dict[str, Any]:

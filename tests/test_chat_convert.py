@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +11,10 @@ from ccx_asgi.convert.chat import ChatOptions, ChatStreamTranslator, chat_messag
 from ccx_asgi.convert.roles import normalize_roles
 from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT
 from tests.fakes.chat_upstream import PATCH, tool_reply, validate_chat_request
+from tests.paths import CODEX_FIXTURES, codex_bodies
 
-CODEX = Path(__file__).resolve().parents[1].parent / "shared" / "codex"
-RECORDED = sorted(p.name for p in CODEX.glob("request-*.json"))
+CODEX = CODEX_FIXTURES
+RECORDED = [p.name for p in codex_bodies()]
 
 
 def load(name: str) -> dict[str, Any]:

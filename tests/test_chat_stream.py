@@ -16,10 +16,11 @@ import pytest
 from ccx_asgi.convert.chat import ChatStreamTranslator, chat_to_response
 from ccx_asgi.sse import SSEParser
 from tests.fakes.chat_upstream import PATCH, chunk, completion_from_chunks, tool_reply
+from tests.paths import CODEX_FIXTURES
 from tests.sdk import parse_sse, validate_events, validate_response
 
 STREAMS = Path(__file__).parent / "fixtures" / "chat_streams"
-CODEX = Path(__file__).resolve().parents[1].parent / "shared" / "codex"
+CODEX = CODEX_FIXTURES
 # Codex's real request: exec_command, view_image, custom apply_patch, the multi_agent_v1 namespace.
 REQUEST: dict[str, Any] = json.loads((CODEX / "request-custom-slug-turn1.json").read_text())
 

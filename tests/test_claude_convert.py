@@ -18,9 +18,9 @@ from ccx_asgi.convert.claude import encode_reasoning, to_claude_request
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.settings import ChannelConfig
 from tests.fakes.claude_upstream import Rejected, check_request, sign
+from tests.paths import codex_bodies
 
-CODEX = Path("/work/shared/codex")
-RECORDED = sorted(CODEX.glob("request-*.json")) if CODEX.is_dir() else []
+RECORDED = codex_bodies()
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT, ToolCatalog, pair_tool_calls, upstream_tool_name
+from tests.paths import CODEX_FIXTURES
 
-CODEX = Path(__file__).resolve().parents[1].parent / "shared" / "codex"
+CODEX = CODEX_FIXTURES
 
 
 def _load(name: str) -> dict[str, Any]:

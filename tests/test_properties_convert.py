@@ -3,13 +3,12 @@ Responses request — including repairable histories (interrupted calls, orphan 
 a Chat or Claude request that the strict fake's own validator accepts, or the converter raises a
 clear :class:`~ccx_asgi.errors.InvalidRequestError` (a 400). Never any other exception.
 
-The recorded Codex bodies in ``/work/shared/codex`` (when present) seed both properties.
+The recorded Codex bodies in ``tests/fixtures/codex`` seed both properties.
 """
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,11 +23,11 @@ from ccx_asgi.convert.tools import ToolCatalog
 from ccx_asgi.errors import InvalidRequestError
 from tests.fakes.chat_upstream import validate_chat_request
 from tests.fakes.claude_upstream import Rejected, check_request
+from tests.paths import codex_bodies
 from tests.strategies import mangled, property_settings, responses_requests
 
 FAST = property_settings(300)
-_CODEX = Path("/work/shared/codex")
-CODEX_BODIES = [orjson.loads(p.read_bytes()) for p in sorted(_CODEX.glob("request-*.json"))] if _CODEX.is_dir() else []
+CODEX_BODIES = [orjson.loads(p.read_bytes()) for p in codex_bodies()]
 
 chat_options = st.builds(
     ChatOptions,

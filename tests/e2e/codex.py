@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-INSTALL = "npm install --prefix .cache/codex --no-audit --no-fund @openai/codex@0.169.0"
+INSTALL = "npm install --prefix .cache/codex --no-audit --no-fund @openai/codex@0.171.0"
 
 
 def codex_bin() -> str | None:
