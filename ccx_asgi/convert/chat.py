@@ -32,6 +32,7 @@ from ccx_asgi.convert.tools import (
 )
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.types import Event
+from ccx_asgi.upstream_errors import response_error_code
 
 __all__ = [
     "ChatConversionError",
@@ -493,8 +494,9 @@ class ChatStreamTranslator:
 
     def _upstream_error(self, error: dict[str, Any] | str) -> list[Event]:
         message = error if isinstance(error, str) else str(error.get("message") or "upstream error")
-        code = error.get("code") if isinstance(error, dict) else None
-        self.stream.fail(f"upstream error: {message}", code=code if isinstance(code, str) else "server_error")
+        code = (error.get("code") or error.get("type")) if isinstance(error, dict) else None
+        code = response_error_code(code if isinstance(code, str) else None, message)
+        self.stream.fail(f"upstream error: {message}", code=code)
         return self.stream.take()
 
     # -- ending -------------------------------------------------------------------------------

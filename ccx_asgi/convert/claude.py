@@ -37,6 +37,7 @@ from ccx_asgi.convert.tools import (
 )
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.types import Event
+from ccx_asgi.upstream_errors import response_error_code
 
 __all__ = [
     "DEFAULT_THINKING_BUDGETS",
@@ -416,7 +417,8 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-#: Claude error types → Responses error codes (``invalid_prompt`` is final: no failover).
+#: Claude error types → Responses error codes when the message says nothing more specific
+#: (``invalid_prompt`` is final: no failover).
 _ERROR_CODES = {
     "overloaded_error": "server_error",
     "api_error": "server_error",
@@ -501,9 +503,9 @@ class ClaudeStreamTranslator:
             error = error if isinstance(error, dict) else {}
             message = error.get("message") if isinstance(error.get("message"), str) else "Claude stream error"
             etype = str(error.get("type") or "api_error")
-            self.stream.fail(
-                f"{etype}: {message}", code=_ERROR_CODES.get(etype, "server_error"), usage=self._usage_obj()
-            )
+            # "prompt is too long" and "credit balance is too low" come as invalid_request_error.
+            code = response_error_code(etype, str(message), default=_ERROR_CODES.get(etype, "server_error"))
+            self.stream.fail(f"{etype}: {message}", code=code, usage=self._usage_obj())
         return self.stream.take()
 
     def finish(self) -> list[Event]:

@@ -53,6 +53,7 @@ from ccx_asgi.routing import Candidate
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.state import Clock, MemoryStore, StateStore
 from ccx_asgi.types import ASGIApp, Message, Receive, Scope, Send
+from ccx_asgi.upstream_errors import CODEX_ERROR_CODES, INSUFFICIENT_QUOTA
 
 __all__ = ["FailoverMiddleware"]
 
@@ -203,6 +204,7 @@ class FailoverMiddleware:
         targets = self._targets(ctx, sticky)
         skipped: list[tuple[_Target, Verdict]] = []
         last: UpstreamError | None = None
+        failures: list[UpstreamError] = []
         for target in targets:
             verdict = await self.breaker.check(target.id)
             if not verdict.allowed:
@@ -212,6 +214,8 @@ class FailoverMiddleware:
             if step is _Next.DONE:
                 await self._served(session, sticky, target)
                 return
+            if last is not None:
+                failures.append(last)
         if len(skipped) == len(targets):
             # Nothing was available: try the skipped targets anyway rather than refuse outright.
             for target, _ in skipped:
@@ -219,8 +223,11 @@ class FailoverMiddleware:
                 if step is _Next.DONE:
                     await self._served(session, sticky, target)
                     return
+                if last is not None:
+                    failures.append(last)
             skipped = []
-        await self._all_failed(send, ctx, stream, skipped, last)
+        quota = bool(failures) and all(f.code == INSUFFICIENT_QUOTA for f in failures)
+        await self._all_failed(send, ctx, stream, skipped, last, quota=quota)
 
     async def _served(self, session: str | None, sticky: Sticky | None, target: _Target) -> None:
         if self.affinity is not None and session:
@@ -255,7 +262,8 @@ class FailoverMiddleware:
             await self.breaker.failure(target.id, probe=verdict.probe)
             if exc.retry_after is not None:
                 await self.breaker.park(target.id, min(exc.retry_after, self.max_retry_after))
-            elif exc.upstream_status in _AUTH_STATUSES:
+            elif exc.upstream_status in _AUTH_STATUSES or exc.code == INSUFFICIENT_QUOTA:
+                # A rejected key, or one out of credit, stays unusable for a while.
                 await self.breaker.park(target.id, self.key_park_seconds)
             return _Next.TRY_NEXT, exc
         except BaseException:
@@ -272,8 +280,10 @@ class FailoverMiddleware:
     async def _send_final(self, send: Send, ctx: RequestContext, stream: ClientStream | None, exc: CCXError) -> None:
         rid = [(b"x-request-id", ctx.request_id.encode())]
         if stream is not None and stream.started:
-            # A keep-alive already sent the 200: report the client error inside the stream.
-            await stream.fail(exc.message, "invalid_prompt")
+            # A keep-alive already sent the 200: report the client error inside the stream, with
+            # the code Codex acts on when there is one (context length stops the turn too).
+            code = exc.code if exc.code in CODEX_ERROR_CODES else "invalid_prompt"
+            await stream.fail(exc.message, code)
             return
         await send_error(send, exc, rid)
 
@@ -284,6 +294,8 @@ class FailoverMiddleware:
         stream: ClientStream | None,
         skipped: list[tuple[_Target, Verdict]],
         last: UpstreamError | None,
+        *,
+        quota: bool = False,
     ) -> None:
         ctx.attempt = None
         parts = [f"{r.channel} (key #{r.key_index + 1}): {r.outcome}" for r in ctx.attempts]
@@ -291,9 +303,16 @@ class FailoverMiddleware:
         summary = "; ".join(parts)
         message = f"All upstream channels are currently unavailable. {summary}" if summary else "No channel to try."
         error: CCXError = AllChannelsFailedError(message)
+        if quota:
+            # Every target is out of quota or credit: say so, Codex stops the turn on this code
+            # (only as a 429) instead of retrying.
+            error = AllChannelsFailedError(message, code=INSUFFICIENT_QUOTA, status=429)
+            error.type = INSUFFICIENT_QUOTA
         retry_after = last.retry_after if last is not None else None
         if stream is not None and stream.started:
-            if retry_after is not None:
+            if quota:
+                await stream.fail(message, INSUFFICIENT_QUOTA)
+            elif retry_after is not None:
                 await stream.fail(f"{message} Please try again in {retry_after:g}s.", "rate_limit_exceeded")
             else:
                 await stream.fail(message, "server_error")
