@@ -102,6 +102,12 @@ class ChannelConfig(BaseModel):
     prompt_caching: bool = Field(
         default=True, description="claude: mark the system prompt and the newest turn with cache_control."
     )
+    # claude thinking mode (adaptive thinking for current models)
+    claude_thinking: Literal["auto", "adaptive", "budget", "off"] = Field(
+        default="auto",
+        description="claude: how reasoning.effort is sent: `auto` (adaptive thinking with output_config.effort "
+        "for models that take it, budget_tokens for older ones), `adaptive`, `budget`, or `off` (no thinking).",
+    )
 
     @field_validator("thinking_budgets")
     @classmethod

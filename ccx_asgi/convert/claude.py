@@ -21,7 +21,7 @@ import binascii
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -43,7 +43,9 @@ __all__ = [
     "DEFAULT_THINKING_BUDGETS",
     "MIN_THINKING_BUDGET",
     "REASONING_PREFIX",
+    "ClaudeModel",
     "ClaudeStreamTranslator",
+    "ThinkingMode",
     "convert_claude_message",
     "decode_reasoning",
     "encode_reasoning",
@@ -67,6 +69,54 @@ _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
 _THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
 _PLACEHOLDER_USER = "(the conversation continues)"
+
+ThinkingMode = Literal["auto", "adaptive", "budget", "off"]
+# claude-opus-4-7, claude-sonnet-4-5-20250929, claude-3-7-sonnet-latest, anthropic.claude-opus-4-6-v1,
+# claude-mythos-preview: the family and its version (a date is not a minor version).
+_MODEL_ID = re.compile(
+    r"claude-(?:(\d)(?:-(\d))?-)?(opus|sonnet|haiku|mythos|fable)(?:-(\d{1,2})(?:[-.](\d{1,2})(?!\d))?)?",
+    re.IGNORECASE,
+)
+#: ``reasoning.effort`` → Claude's ``output_config.effort`` (Claude has no "minimal").
+_ADAPTIVE_EFFORT: Mapping[str, str] = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
+
+
+@dataclass(frozen=True, slots=True)
+class ClaudeModel:
+    """What a Claude model accepts for thinking, read from its id (see ``docs/claude-channels.md``).
+
+    ``style``: ``adaptive_only`` (Opus 4.7+, every 5.x model, Mythos, Fable: a thinking budget is a
+    400, and so are non-default ``temperature``/``top_p``/``top_k``), ``adaptive`` (Opus/Sonnet 4.6:
+    the budget form is deprecated) or ``budget`` (older models, and ids this table cannot read).
+    ``xhigh``: the model has the ``xhigh`` effort level (else ``xhigh`` is sent as ``max``).
+    """
+
+    style: Literal["adaptive_only", "adaptive", "budget"]
+    xhigh: bool = False
+
+    @classmethod
+    def from_id(cls, model: str) -> ClaudeModel:
+        """Classify ``model`` (a Claude API, Bedrock or Vertex model id)."""
+        match = _MODEL_ID.search(model)
+        if match is None:
+            return cls("budget")
+        lead_major, lead_minor, family, major, minor = match.groups()
+        family = family.lower()
+        if major is not None:
+            version = (int(major), int(minor or 0))
+        elif lead_major is not None:
+            version = (int(lead_major), int(lead_minor or 0))
+        else:
+            version = None  # claude-mythos-preview
+        if family in ("mythos", "fable"):
+            return cls("adaptive_only", xhigh=version is not None)
+        if version is None:
+            return cls("budget")
+        if version >= (5, 0) or (family == "opus" and version >= (4, 7)):
+            return cls("adaptive_only", xhigh=True)
+        if version == (4, 6) and family in ("opus", "sonnet"):
+            return cls("adaptive")
+        return cls("budget")
 
 
 # -- reasoning items <-> thinking blocks ------------------------------------------------------------
@@ -325,6 +375,60 @@ def _open_tool_turn_lacks_thinking(messages: list[dict[str, Any]]) -> bool:
     return any(b["type"] == "tool_use" for b in assistant) and assistant[0]["type"] not in _THINKING_TYPES
 
 
+def _thinking(
+    effort: str | None,
+    claude_model: ClaudeModel,
+    mode: ThinkingMode,
+    budgets: Mapping[str, int],
+    max_tokens: int,
+    choice: dict[str, Any] | None,
+    messages: list[dict[str, Any]],
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``(thinking, output_config)`` for ``reasoning.effort`` (either may be empty)."""
+    if effort is None or mode == "off":
+        return None, {}
+    if choice is not None and choice["type"] in ("any", "tool"):
+        debug_once("thinking: Claude does not allow it with a forced tool choice")
+        return None, {}
+    adaptive = mode == "adaptive" or (mode == "auto" and claude_model.style != "budget")
+    if adaptive:
+        # Claude decides how much to think; the effort steers it (and every other token of the answer).
+        level = _ADAPTIVE_EFFORT.get(effort) or ("xhigh" if claude_model.xhigh else "max")
+        return {"type": "adaptive"}, {"effort": level}
+    budget = min(budgets.get(effort) or DEFAULT_THINKING_BUDGETS[effort], max_tokens - 1)
+    if budget < MIN_THINKING_BUDGET:
+        debug_once("thinking: max_tokens too small for the minimum budget")
+        return None, {}
+    if _open_tool_turn_lacks_thinking(messages):
+        debug_once("thinking: the open tool turn has no Claude thinking block to continue from")
+        return None, {}
+    return {"type": "enabled", "budget_tokens": budget}, {}
+
+
+def _output_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Claude's ``output_config.format`` for ``text.format`` (structured outputs), else ``None``.
+
+    ``json_schema`` maps to ``{type: json_schema, schema}``; ``text`` (the default) needs nothing.
+    Claude has no schema-less JSON mode, so ``json_object`` is refused with a 400 naming it.
+    """
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+        return None
+    if fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+        return {"type": "json_schema", "schema": fmt["schema"]}
+    if fmt.get("type") == "json_schema":
+        raise InvalidRequestError(
+            "text.format json_schema needs a `schema` object.", param="text.format.schema", code="invalid_value"
+        )
+    raise InvalidRequestError(
+        f"text.format {fmt.get('type')!r} is not supported on Claude channels (Claude has no JSON mode "
+        "without a schema); send a json_schema format instead.",
+        param="text.format",
+        code="unsupported_value",
+    )
+
+
 def _mark_cache(blocks: list[dict[str, Any]]) -> None:
     for block in reversed(blocks):
         if block["type"] not in _THINKING_TYPES:
@@ -340,11 +444,13 @@ def to_claude_request(
     default_max_tokens: int = 32000,
     thinking_budgets: Mapping[str, int] = DEFAULT_THINKING_BUDGETS,
     prompt_caching: bool = True,
+    thinking_mode: ThinkingMode = "auto",
 ) -> dict[str, Any]:
     """Convert a Responses request ``body`` to a Claude Messages request for ``model``.
 
     ``catalog`` is the flattened ``tools`` (built from ``body`` when not given); ``thinking_budgets``
-    overrides :data:`DEFAULT_THINKING_BUDGETS` per effort. Raises
+    overrides :data:`DEFAULT_THINKING_BUDGETS` per effort; ``thinking_mode`` picks adaptive thinking
+    or a budget (``auto``: by :class:`ClaudeModel`), or no thinking (``off``). Raises
     :class:`~ccx_asgi.errors.InvalidRequestError` when nothing is left to send.
     The input is not mutated.
     """
@@ -375,28 +481,26 @@ def to_claude_request(
     for dropped in catalog.dropped:
         debug_once(f"tool of type {dropped!r}")
 
-    effort = reasoning_effort(body)
-    thinking: dict[str, Any] | None = None
-    if effort is not None:
-        budget = min(thinking_budgets.get(effort) or DEFAULT_THINKING_BUDGETS[effort], max_tokens - 1)
-        if budget < MIN_THINKING_BUDGET:
-            debug_once("thinking: max_tokens too small for the minimum budget")
-        elif choice is not None and choice["type"] in ("any", "tool"):
-            debug_once("thinking: Claude does not allow it with a forced tool choice")
-        elif _open_tool_turn_lacks_thinking(messages):
-            debug_once("thinking: the open tool turn has no Claude thinking block to continue from")
-        else:
-            thinking = {"type": "enabled", "budget_tokens": budget}
+    claude_model = ClaudeModel.from_id(model)
+    thinking, output_config = _thinking(
+        reasoning_effort(body), claude_model, thinking_mode, thinking_budgets, max_tokens, choice, messages
+    )
     if thinking is not None:
         out["thinking"] = thinking
-    else:
-        # Claude requires the defaults (temperature 1) when thinking, so sampling is only sent without it.
+    elif claude_model.style != "adaptive_only":
+        # Claude requires the defaults (temperature 1) when thinking, and current models refuse
+        # sampling parameters altogether, so they are sent only without thinking to models that take them.
         temperature = body.get("temperature")
         if isinstance(temperature, int | float) and not isinstance(temperature, bool):
             out["temperature"] = min(max(float(temperature), 0.0), 1.0)
         top_p = body.get("top_p")
         if isinstance(top_p, int | float) and not isinstance(top_p, bool):
             out["top_p"] = float(top_p)
+    output_format = _output_format(body)
+    if output_format is not None:
+        output_config["format"] = output_format
+    if output_config:
+        out["output_config"] = output_config
 
     user = body.get("safety_identifier") or body.get("user")
     if isinstance(user, str) and user:
