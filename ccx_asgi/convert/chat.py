@@ -462,7 +462,9 @@ class ChatStreamTranslator:
         call.call_id = call.call_id or new_id("call")
         if spec is not None and spec.kind == "custom":
             call.custom = True
-            call.output_index = self.stream.open_item("custom_tool_call", call_id=call.call_id, name=spec.name)
+            call.output_index = self.stream.open_item(
+                "custom_tool_call", call_id=call.call_id, name=spec.name, namespace=spec.namespace
+            )
             return
         name, namespace = (spec.name, spec.namespace) if spec is not None else (call.name, None)
         call.output_index = self.stream.open_item("function_call", call_id=call.call_id, name=name, namespace=namespace)

@@ -235,15 +235,16 @@ def _tool_result(item: dict[str, Any]) -> dict[str, Any]:
 def _tool_use(item: dict[str, Any]) -> dict[str, Any]:
     name = item.get("name")
     name = name if isinstance(name, str) and name else "tool"
+    namespace = item.get("namespace")
+    namespace = namespace if isinstance(namespace, str) and namespace else None
     if item.get("type") == "custom_tool_call":
         raw = item.get("input")
         return {
             "type": "tool_use",
             "id": _tool_id(item.get("call_id")),
-            "name": upstream_tool_name(name),
+            "name": upstream_tool_name(name, namespace),
             "input": {"input": raw if isinstance(raw, str) else ""},
         }
-    namespace = item.get("namespace")
     arguments = item.get("arguments")
     parsed: Any = {}
     if isinstance(arguments, str) and arguments.strip():
@@ -256,7 +257,7 @@ def _tool_use(item: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "tool_use",
         "id": _tool_id(item.get("call_id")),
-        "name": upstream_tool_name(name, namespace if isinstance(namespace, str) and namespace else None),
+        "name": upstream_tool_name(name, namespace),
         "input": parsed if isinstance(parsed, dict) else {"value": parsed},
     }
 
@@ -679,7 +680,9 @@ class ClaudeStreamTranslator:
             block = _Block("tool", start_input=content.get("input"))
             if spec is not None and spec.kind == "custom":
                 block.custom = True
-                block.index = stream.open_item("custom_tool_call", call_id=call_id, name=spec.name)
+                block.index = stream.open_item(
+                    "custom_tool_call", call_id=call_id, name=spec.name, namespace=spec.namespace
+                )
             else:
                 block.index = stream.open_item(
                     "function_call",

@@ -185,6 +185,8 @@ class ResponseStream:
                 "name": name or "",
                 "input": "",
             }
+            if namespace:
+                data["namespace"] = namespace
         item = _Item(kind, index, item_id, data)
         self._open[index] = item
         self._output.append(None)
