@@ -263,7 +263,9 @@ class CCXSettings(BaseSettings):
     breaker_probe_timeout: float = Field(
         default=120.0, gt=0, description="Seconds before an unfinished half-open probe lets another one through."
     )
-    key_park_seconds: float = Field(default=300.0, ge=0, description="Seconds a key rejected with 401/402/403 or out of quota rests.")
+    key_park_seconds: float = Field(
+        default=300.0, ge=0, description="Seconds a key rejected with 401/402/403 or out of quota rests."
+    )
     max_retry_after: float = Field(default=600.0, ge=0, description="Cap on parking a key for its Retry-After.")
     affinity_ttl: float = Field(default=1800.0, ge=0, description="Seconds a conversation sticks (0 disables).")
     affinity_prefer_priority: bool = Field(

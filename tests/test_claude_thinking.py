@@ -45,25 +45,26 @@ def convert(body: dict[str, Any], model: str, **options: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("model", "style", "xhigh"),
     [
-        ("claude-opus-4-7", "adaptive_only", True),
-        ("claude-opus-4-8", "adaptive_only", True),
-        ("claude-opus-5", "adaptive_only", True),
-        ("claude-sonnet-5-20261001", "adaptive_only", True),
-        ("anthropic.claude-opus-4-7", "adaptive_only", True),
-        ("claude-mythos-preview", "adaptive_only", False),
-        ("claude-fable-5-1", "adaptive_only", True),
-        ("claude-opus-4-6", "adaptive", False),
-        ("anthropic.claude-opus-4-6-v1", "adaptive", False),
-        ("claude-sonnet-4-6", "adaptive", False),
-        ("claude-sonnet-4-5-20250929", "budget", False),
-        ("claude-opus-4-5", "budget", False),
-        ("claude-opus-4-20250514", "budget", False),
-        ("claude-3-7-sonnet-latest", "budget", False),
-        ("claude-haiku-4-5", "budget", False),
-        ("my-proxy-model", "budget", False),
+        ("claude-opus-4-7", "adaptive_only", "xhigh"),
+        ("claude-opus-4-8", "adaptive_only", "xhigh"),
+        ("claude-opus-5", "adaptive_only", "xhigh"),
+        ("claude-sonnet-5-20261001", "adaptive_only", "xhigh"),
+        ("claude-haiku-5-5", "adaptive_only", "high"),
+        ("anthropic.claude-opus-4-7", "adaptive_only", "xhigh"),
+        ("claude-mythos-preview", "adaptive_only", "max"),
+        ("claude-fable-5-1", "adaptive_only", "xhigh"),
+        ("claude-opus-4-6", "adaptive", "max"),
+        ("anthropic.claude-opus-4-6-v1", "adaptive", "max"),
+        ("claude-sonnet-4-6", "adaptive", "max"),
+        ("claude-sonnet-4-5-20250929", "budget", "high"),
+        ("claude-opus-4-5", "budget", "high"),
+        ("claude-opus-4-20250514", "budget", "high"),
+        ("claude-3-7-sonnet-latest", "budget", "high"),
+        ("claude-haiku-4-5", "budget", "high"),
+        ("my-proxy-model", "budget", "high"),
     ],
 )
-def test_model_table(model: str, style: str, xhigh: bool) -> None:
+def test_model_table(model: str, style: str, xhigh: str) -> None:
     assert ClaudeModel.from_id(model) == ClaudeModel(style, xhigh)  # type: ignore[arg-type]
 
 
@@ -89,6 +90,7 @@ def test_the_fake_rejects_a_budget_on_opus_4_7_and_sampling_there() -> None:
         ("claude-sonnet-4-6", "high", "high"),
         ("claude-sonnet-4-6", "xhigh", "max"),  # 4.6 has no xhigh; max is the level above high
         ("claude-mythos-preview", "xhigh", "max"),
+        ("claude-haiku-5-5", "xhigh", "high"),  # Haiku has neither xhigh nor max
     ],
 )
 def test_effort_becomes_adaptive_thinking_where_the_model_takes_it(model: str, effort: str, sent: str) -> None:
@@ -134,9 +136,10 @@ def test_adaptive_thinking_stays_on_for_a_tool_turn_without_thinking() -> None:
     }
     assert convert(body, "claude-opus-4-7")["thinking"] == {"type": "adaptive"}
     assert "thinking" not in convert(body, "claude-sonnet-4-5")
-    # A forced tool choice excludes thinking in both forms.
+    # A forced tool choice excludes thinking in both forms; the effort still steers the answer.
     forced = convert({**body, "tool_choice": "required"}, "claude-opus-4-7")
-    assert "thinking" not in forced and "output_config" not in forced
+    assert "thinking" not in forced and forced["output_config"] == {"effort": "medium"}
+    assert "thinking" not in convert({**body, "tool_choice": "required"}, "claude-sonnet-4-5")
 
 
 # -- structured outputs ------------------------------------------------------------------------------

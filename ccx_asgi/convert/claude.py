@@ -88,11 +88,12 @@ class ClaudeModel:
     ``style``: ``adaptive_only`` (Opus 4.7+, every 5.x model, Mythos, Fable: a thinking budget is a
     400, and so are non-default ``temperature``/``top_p``/``top_k``), ``adaptive`` (Opus/Sonnet 4.6:
     the budget form is deprecated) or ``budget`` (older models, and ids this table cannot read).
-    ``xhigh``: the model has the ``xhigh`` effort level (else ``xhigh`` is sent as ``max``).
+    ``xhigh``: the effort level ``reasoning.effort: xhigh`` is sent as: ``xhigh`` where the model has
+    it, else the next level above ``high`` it has (``max``), else ``high``.
     """
 
     style: Literal["adaptive_only", "adaptive", "budget"]
-    xhigh: bool = False
+    xhigh: Literal["xhigh", "max", "high"] = "high"
 
     @classmethod
     def from_id(cls, model: str) -> ClaudeModel:
@@ -109,13 +110,14 @@ class ClaudeModel:
         else:
             version = None  # claude-mythos-preview
         if family in ("mythos", "fable"):
-            return cls("adaptive_only", xhigh=version is not None)
+            return cls("adaptive_only", xhigh="xhigh" if version is not None else "max")
         if version is None:
             return cls("budget")
         if version >= (5, 0) or (family == "opus" and version >= (4, 7)):
-            return cls("adaptive_only", xhigh=True)
+            # Haiku has neither xhigh nor max.
+            return cls("adaptive_only", xhigh="high" if family == "haiku" else "xhigh")
         if version == (4, 6) and family in ("opus", "sonnet"):
-            return cls("adaptive")
+            return cls("adaptive", xhigh="max")
         return cls("budget")
 
 
@@ -388,14 +390,18 @@ def _thinking(
     """``(thinking, output_config)`` for ``reasoning.effort`` (either may be empty)."""
     if effort is None or mode == "off":
         return None, {}
-    if choice is not None and choice["type"] in ("any", "tool"):
+    forced = choice is not None and choice["type"] in ("any", "tool")
+    if mode == "adaptive" or (mode == "auto" and claude_model.style != "budget"):
+        # Claude decides how much to think; the effort steers it and every other token of the
+        # answer, so it is kept when a forced tool choice rules thinking out.
+        config = {"effort": _ADAPTIVE_EFFORT.get(effort) or claude_model.xhigh}
+        if forced:
+            debug_once("thinking: Claude does not allow it with a forced tool choice")
+            return None, config
+        return {"type": "adaptive"}, config
+    if forced:
         debug_once("thinking: Claude does not allow it with a forced tool choice")
         return None, {}
-    adaptive = mode == "adaptive" or (mode == "auto" and claude_model.style != "budget")
-    if adaptive:
-        # Claude decides how much to think; the effort steers it (and every other token of the answer).
-        level = _ADAPTIVE_EFFORT.get(effort) or ("xhigh" if claude_model.xhigh else "max")
-        return {"type": "adaptive"}, {"effort": level}
     budget = min(budgets.get(effort) or DEFAULT_THINKING_BUDGETS[effort], max_tokens - 1)
     if budget < MIN_THINKING_BUDGET:
         debug_once("thinking: max_tokens too small for the minimum budget")
