@@ -5,11 +5,12 @@ it sets ``scope["ccx"].attempt`` and calls the wrapped app, normally
 :class:`~ccx_asgi.channels.endpoint.ChannelEndpoint`, which holds the response until a meaningful
 answer exists and raises :class:`~ccx_asgi.errors.UpstreamError` before that. Then:
 
-- a **retryable** error (connect error, timeout, 401/403/408/429/5xx, overload or rate-limit body, a
-  stream that fails or ends before content) records a breaker failure and moves to the next target;
-  ``Retry-After`` parks the key for that long, a rejected key (401/403) for ``key_park_seconds``;
-- a **non-retryable** error (400 validation, an upstream 404, content policy) goes to the client
-  unchanged, without trying elsewhere;
+- a **retryable** error (connect error, timeout, 401/403/408/429/5xx, overload or rate-limit body,
+  quota or billing, a stream that fails or ends before content) records a breaker failure and moves
+  to the next target; ``Retry-After`` parks the key for that long, a rejected key (401/402/403) or
+  one out of quota for ``key_park_seconds``;
+- a **non-retryable** error (400 validation, context length, an upstream 404, content policy) goes
+  to the client unchanged, without trying elsewhere (see :mod:`ccx_asgi.upstream_errors`);
 - once content reached the client, the channel is fixed (the endpoint turns failures into
   ``response.failed``).
 
@@ -18,7 +19,7 @@ available; only when none is available are they tried anyway, as a last resort. 
 (``prompt_cache_key``, ``session-id`` header or ``user``) goes first to the target that last served
 it (see :mod:`ccx_asgi.affinity`). When everything fails the client gets a 503 (or, if a keep-alive
 already started the stream, a ``response.failed``) listing what happened on each target, without
-secrets.
+secrets — a 429 ``insufficient_quota`` when every target failed for quota, the code Codex stops for.
 
 It sits between :class:`~ccx_asgi.middleware.ModelMapperMiddleware` (which supplies the candidates)
 and the channel endpoint; :func:`ccx_asgi.create_app` builds this chain from settings::
