@@ -222,6 +222,16 @@ async def test_claude_credit_balance_fails_over_then_is_reported_as_quota(make_a
     assert "credit balance is too low" in error["message"]
 
 
+async def test_quota_answer_never_carries_retry_after(make_app: AppFactory, client_for) -> None:
+    upstream = Scripted()
+    upstream.script(
+        "a.test", status(429, "You exceeded your current quota", code_field="insufficient_quota", retry_after="30")
+    )
+    response = await client_for(make_app([chan("a")], transport=upstream)).post("/responses", json=BODY)
+    assert response.status_code == 429 and response.json()["error"]["code"] == "insufficient_quota"
+    assert "retry-after" not in response.headers  # Codex would wait and retry a 429 with Retry-After
+
+
 async def test_mixed_failures_stay_a_retryable_503(make_app: AppFactory, client_for) -> None:
     upstream = Scripted()
     upstream.script("a.test", status(429, "You exceeded your current quota", code_field="insufficient_quota"))

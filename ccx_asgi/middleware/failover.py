@@ -318,7 +318,8 @@ class FailoverMiddleware:
             else:
                 await stream.fail(message, "server_error")
             return
-        if retry_after is not None:
+        if retry_after is not None and not quota:
+            # (Codex would wait and retry a 429 that carries Retry-After; quota does not come back.)
             error.headers.append(("retry-after", str(int(retry_after + 0.999))))
         await send_error(send, error, [(b"x-request-id", ctx.request_id.encode())])
 
