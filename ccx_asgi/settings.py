@@ -102,6 +102,12 @@ class ChannelConfig(BaseModel):
     prompt_caching: bool = Field(
         default=True, description="claude: mark the system prompt and the newest turn with cache_control."
     )
+    # claude thinking mode (adaptive thinking for current models)
+    claude_thinking: Literal["auto", "adaptive", "budget", "off"] = Field(
+        default="auto",
+        description="claude: how reasoning.effort is sent: `auto` (adaptive thinking with output_config.effort "
+        "for models that take it, budget_tokens for older ones), `adaptive`, `budget`, or `off` (no thinking).",
+    )
 
     @field_validator("thinking_budgets")
     @classmethod
@@ -257,7 +263,9 @@ class CCXSettings(BaseSettings):
     breaker_probe_timeout: float = Field(
         default=120.0, gt=0, description="Seconds before an unfinished half-open probe lets another one through."
     )
-    key_park_seconds: float = Field(default=300.0, ge=0, description="Seconds a key rejected with 401/402/403 rests.")
+    key_park_seconds: float = Field(
+        default=300.0, ge=0, description="Seconds a key rejected with 401/402/403 or out of quota rests."
+    )
     max_retry_after: float = Field(default=600.0, ge=0, description="Cap on parking a key for its Retry-After.")
     affinity_ttl: float = Field(default=1800.0, ge=0, description="Seconds a conversation sticks (0 disables).")
     affinity_prefer_priority: bool = Field(

@@ -30,6 +30,7 @@ from ccx_asgi.errors import (
     UpstreamTimeoutError,
 )
 from ccx_asgi.settings import DEMO_BASE_URL, ChannelConfig
+from ccx_asgi.upstream_errors import upstream_status_error
 
 __all__ = ["Upstream", "UpstreamResponse", "forwardable_headers", "redact"]
 
@@ -51,12 +52,6 @@ _DROP_PREFIXES = ("x-forwarded-", "proxy-", "x-ccx-", "sec-", "x-amz-", "x-envoy
 _DEMO_HOST = urlsplit(DEMO_BASE_URL).hostname or ""
 _MAX_ERROR_BODY = 256 * 1024
 _MAX_URLS = 1024
-_RETRYABLE_STATUS = frozenset({401, 402, 403, 408, 409, 425, 429})
-_RETRYABLE_BODY = re.compile(
-    r"overloaded|rate.?limit|quota|insufficient.?(?:balance|funds|credit)|capacity|try again later|"
-    r"too many requests|billing|credit balance",
-    re.IGNORECASE,
-)
 
 
 class _LinearPool(httpcore.AsyncConnectionPool):
@@ -483,21 +478,7 @@ class Upstream:
                 retryable=True,
                 upstream_status=status,
             )
-        retryable = status in _RETRYABLE_STATUS or status >= 500 or bool(_RETRYABLE_BODY.search(message))
-        if retryable:
-            client_status = 502
-        elif status in (400, 404, 409, 413, 415, 422):
-            client_status = 400 if status in (409, 415, 422) else status
-        else:
-            client_status = 400
-        return UpstreamStatusError(
-            f"channel {attempt.channel.name!r}: upstream returned HTTP {status}: {message}",
-            status=client_status,
-            code=code if not retryable else "upstream_error",
-            retryable=retryable,
-            retry_after=_retry_after(response),
-            upstream_status=status,
-        )
+        return upstream_status_error(attempt.channel.name, status, code, message, retry_after=_retry_after(response))
 
     async def iter_bytes(self, attempt: Attempt, response: UpstreamResponse) -> AsyncIterator[bytes]:
         """The response body as it arrives, with read failures mapped to upstream errors.

@@ -9,8 +9,29 @@ import orjson
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from ccx_asgi.upstream_errors import CODEX_ERROR_CODES
+
 _EVENT = TypeAdapter(ResponseStreamEvent)
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+
+def _sdk_view(response: dict[str, Any]) -> dict[str, Any]:
+    """``response`` as the SDK may judge it.
+
+    The one documented exception: Codex stops a turn only for ``context_length_exceeded`` and
+    ``insufficient_quota`` (checked with the real CLI in tests/e2e) and retries every other code, but
+    the SDK's ``ResponseError.code`` literal lacks both. Where they disagree Codex decides, so these
+    two codes are swapped for an SDK code and everything else in the object is still validated.
+    """
+    error = response.get("error")
+    if isinstance(error, dict) and error.get("code") in CODEX_ERROR_CODES:
+        return {**response, "error": {**error, "code": "server_error"}}
+    return response
+
+
+def _sdk_event(event: dict[str, Any]) -> dict[str, Any]:
+    response = event.get("response")
+    return {**event, "response": _sdk_view(response)} if isinstance(response, dict) else event
 
 
 def parse_sse(raw: bytes | str) -> list[dict[str, Any]]:
@@ -39,7 +60,7 @@ def validate_events(events: list[dict[str, Any]]) -> list[Any]:
     terminal event and it is last, the same response id throughout, every item opened before its
     deltas and closed with ``output_item.done``, and the terminal output lists the closed items.
     """
-    parsed = [_EVENT.validate_python(e) for e in events]
+    parsed = [_EVENT.validate_python(_sdk_event(e)) for e in events]
     assert events, "empty stream"
     assert events[0]["type"] == "response.created", events[0]["type"]
     seqs = [e["sequence_number"] for e in events]
@@ -66,10 +87,10 @@ def validate_events(events: list[dict[str, Any]]) -> list[Any]:
     final = events[-1]["response"]
     if events[-1]["type"] != "response.failed":
         assert [item["id"] for item in final["output"]] == [done[i]["id"] for i in sorted(done)]
-    Response.model_validate(final)
+    Response.model_validate(_sdk_view(final))
     return parsed
 
 
 def validate_response(data: dict[str, Any]) -> Response:
     """Validate a non-streaming response object with the SDK."""
-    return Response.model_validate(data)
+    return Response.model_validate(_sdk_view(data))

@@ -165,7 +165,7 @@ async def test_missing_sequence_numbers_are_filled(
         (500, {"error": {"message": "boom"}}, 503, "HTTP 500: boom"),
         (401, {"error": {"message": "Incorrect API key"}}, 503, "HTTP 401"),
         (429, {"error": {"message": "slow down"}}, 503, "HTTP 429"),
-        (400, {"error": {"message": "Your credit balance is too low"}}, 503, "credit balance"),
+        (400, {"error": {"message": "Your credit balance is too low"}}, 429, "credit balance"),  # insufficient_quota
     ],
 )
 async def test_upstream_errors(

@@ -2,7 +2,7 @@
 
 The Responses request is converted by :func:`~ccx_asgi.convert.claude.to_claude_request` with the
 channel's options (``anthropic_version``, ``default_max_tokens``, ``thinking_budgets``,
-``prompt_caching``); the key goes in ``x-api-key`` (never ``Authorization``). Answers come back
+``prompt_caching``, ``claude_thinking``); the key goes in ``x-api-key`` (never ``Authorization``). Answers come back
 through :class:`~ccx_asgi.convert.claude.ClaudeStreamTranslator` or
 :func:`~ccx_asgi.convert.claude.convert_claude_message`.
 """
@@ -32,6 +32,7 @@ class ClaudeAdapter:
             default_max_tokens=channel.default_max_tokens,
             thinking_budgets=channel.thinking_budgets,
             prompt_caching=channel.prompt_caching,
+            thinking_mode=channel.claude_thinking,
         )
         if ctx.stream:
             body["stream"] = True

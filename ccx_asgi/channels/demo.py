@@ -5,8 +5,10 @@ configured. It is served by an httpx transport mounted on a reserved host, so de
 exactly the path real ones do (adapter, streaming, commit rule) without touching the network.
 
 Behaviour: when the request offers a shell-like function tool and the last input item is not a tool
-result, it calls that tool with a harmless ``echo``; after a tool result it summarises the output;
-otherwise it answers with a short text.
+result, it calls that tool with a harmless ``echo``; when it offers Codex's code-mode tool instead
+(the custom ``exec`` of the ``functions`` namespace in an ``additional_tools`` item, as Codex sends
+for gpt-6* models), it runs the same ``echo`` from JavaScript through ``exec``; after a tool result
+it summarises the output; otherwise it answers with a short text.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import httpx
 import orjson
 
 from ccx_asgi.convert.events import ResponseStream, usage_dict
+from ccx_asgi.convert.tools import request_tools
 from ccx_asgi.sse import encode_event
 
 __all__ = ["DemoTransport", "demo_response"]
 
 _ECHO = "echo 'hello from the ccx_asgi demo channel'"
+_CODE_MODE = f"text(await tools.exec_command({{cmd: {orjson.dumps(_ECHO).decode()}}}));"
 _HINT = "(This answer comes from the ccx_asgi demo channel; set CCX_CHANNELS to reach a real model.)"
 
 
@@ -44,8 +48,22 @@ def _tool_arguments(tool: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _pick_tool(tools: Any) -> dict[str, Any] | None:
-    functions = [t for t in tools or [] if isinstance(t, dict) and t.get("type") == "function" and t.get("name")]
+def _code_mode_tool(tools: list[Any]) -> tuple[str | None, str] | None:
+    """``(namespace, name)`` of Codex's code-mode tool: a custom ``exec``, top level or namespaced."""
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        if tool.get("type") == "custom" and tool.get("name") == "exec":
+            return None, "exec"
+        if tool.get("type") == "namespace" and isinstance(tool.get("name"), str):
+            for member in tool.get("tools") or ():
+                if isinstance(member, dict) and member.get("type") == "custom" and member.get("name") == "exec":
+                    return tool["name"], "exec"
+    return None
+
+
+def _pick_tool(tools: list[Any]) -> dict[str, Any] | None:
+    functions = [t for t in tools if isinstance(t, dict) and t.get("type") == "function" and t.get("name")]
     for preferred in ("exec_command", "shell"):
         for tool in functions:
             if tool["name"] == preferred:
@@ -67,10 +85,19 @@ def demo_response(body: dict[str, Any]) -> ResponseStream:
     items = body.get("input")
     items = [{"type": "message", "role": "user", "content": items}] if isinstance(items, str) else items or []
     last = items[-1] if items and isinstance(items[-1], dict) else {}
-    tool = _pick_tool(body.get("tools"))
+    tools = request_tools(body)
+    tool = _pick_tool(tools)
+    code_mode = _code_mode_tool(tools) if tool is None or tool["name"] not in ("exec_command", "shell") else None
     if last.get("type") in ("function_call_output", "custom_tool_call_output"):
         output = _text_of(last.get("output"))[:500]
         text = f"The tool ran and printed:\n{output}\n{_HINT}"
+    elif code_mode is not None and body.get("tool_choice") != "none":
+        # Codex's "responses lite" shape (gpt-6*): the shell is reached from JavaScript in `exec`.
+        namespace, name = code_mode
+        index = stream.open_item("custom_tool_call", name=name, namespace=namespace)
+        stream.delta(index, _CODE_MODE)
+        stream.complete(usage_dict(len(orjson.dumps(items)) // 4, 24))
+        return stream
     elif tool is not None and body.get("tool_choice") != "none":
         index = stream.open_item("function_call", name=tool["name"])
         stream.delta(index, orjson.dumps(_tool_arguments(tool)).decode())

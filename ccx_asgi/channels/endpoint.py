@@ -76,6 +76,7 @@ _CONTENT_PREFIXES = (
     "response.refusal.",
 )
 # Errors reported in-stream that another channel would hit as well: give them to the client.
+# (insufficient_quota is not among them: another key may have credit; see ccx_asgi.upstream_errors.)
 _FINAL_CODES = frozenset({"context_length_exceeded", "invalid_prompt", "content_filter", "invalid_request_error"})
 _MAX_JSON_RESPONSE = 64 * 1024 * 1024
 _SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]

@@ -32,6 +32,7 @@ from ccx_asgi.convert.tools import (
 )
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.types import Event
+from ccx_asgi.upstream_errors import response_error_code
 
 __all__ = [
     "ChatConversionError",
@@ -461,7 +462,9 @@ class ChatStreamTranslator:
         call.call_id = call.call_id or new_id("call")
         if spec is not None and spec.kind == "custom":
             call.custom = True
-            call.output_index = self.stream.open_item("custom_tool_call", call_id=call.call_id, name=spec.name)
+            call.output_index = self.stream.open_item(
+                "custom_tool_call", call_id=call.call_id, name=spec.name, namespace=spec.namespace
+            )
             return
         name, namespace = (spec.name, spec.namespace) if spec is not None else (call.name, None)
         call.output_index = self.stream.open_item("function_call", call_id=call.call_id, name=name, namespace=namespace)
@@ -493,8 +496,9 @@ class ChatStreamTranslator:
 
     def _upstream_error(self, error: dict[str, Any] | str) -> list[Event]:
         message = error if isinstance(error, str) else str(error.get("message") or "upstream error")
-        code = error.get("code") if isinstance(error, dict) else None
-        self.stream.fail(f"upstream error: {message}", code=code if isinstance(code, str) else "server_error")
+        code = (error.get("code") or error.get("type")) if isinstance(error, dict) else None
+        code = response_error_code(code if isinstance(code, str) else None, message)
+        self.stream.fail(f"upstream error: {message}", code=code)
         return self.stream.take()
 
     # -- ending -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import binascii
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -37,12 +37,15 @@ from ccx_asgi.convert.tools import (
 )
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.types import Event
+from ccx_asgi.upstream_errors import response_error_code
 
 __all__ = [
     "DEFAULT_THINKING_BUDGETS",
     "MIN_THINKING_BUDGET",
     "REASONING_PREFIX",
+    "ClaudeModel",
     "ClaudeStreamTranslator",
+    "ThinkingMode",
     "convert_claude_message",
     "decode_reasoning",
     "encode_reasoning",
@@ -66,6 +69,56 @@ _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
 _THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
 _PLACEHOLDER_USER = "(the conversation continues)"
+
+ThinkingMode = Literal["auto", "adaptive", "budget", "off"]
+# claude-opus-4-7, claude-sonnet-4-5-20250929, claude-3-7-sonnet-latest, anthropic.claude-opus-4-6-v1,
+# claude-mythos-preview: the family and its version (a date is not a minor version).
+_MODEL_ID = re.compile(
+    r"claude-(?:(\d)(?:-(\d))?-)?(opus|sonnet|haiku|mythos|fable)(?:-(\d{1,2})(?:[-.](\d{1,2})(?!\d))?)?",
+    re.IGNORECASE,
+)
+#: ``reasoning.effort`` → Claude's ``output_config.effort`` (Claude has no "minimal").
+_ADAPTIVE_EFFORT: Mapping[str, str] = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
+
+
+@dataclass(frozen=True, slots=True)
+class ClaudeModel:
+    """What a Claude model accepts for thinking, read from its id (see ``docs/claude-channels.md``).
+
+    ``style``: ``adaptive_only`` (Opus 4.7+, every 5.x model, Mythos, Fable: a thinking budget is a
+    400, and so are non-default ``temperature``/``top_p``/``top_k``), ``adaptive`` (Opus/Sonnet 4.6:
+    the budget form is deprecated) or ``budget`` (older models, and ids this table cannot read).
+    ``xhigh``: the effort level ``reasoning.effort: xhigh`` is sent as: ``xhigh`` where the model has
+    it, else the next level above ``high`` it has (``max``), else ``high``.
+    """
+
+    style: Literal["adaptive_only", "adaptive", "budget"]
+    xhigh: Literal["xhigh", "max", "high"] = "high"
+
+    @classmethod
+    def from_id(cls, model: str) -> ClaudeModel:
+        """Classify ``model`` (a Claude API, Bedrock or Vertex model id)."""
+        match = _MODEL_ID.search(model)
+        if match is None:
+            return cls("budget")
+        lead_major, lead_minor, family, major, minor = match.groups()
+        family = family.lower()
+        if major is not None:
+            version = (int(major), int(minor or 0))
+        elif lead_major is not None:
+            version = (int(lead_major), int(lead_minor or 0))
+        else:
+            version = None  # claude-mythos-preview
+        if family in ("mythos", "fable"):
+            return cls("adaptive_only", xhigh="xhigh" if version is not None else "max")
+        if version is None:
+            return cls("budget")
+        if version >= (5, 0) or (family == "opus" and version >= (4, 7)):
+            # Haiku has neither xhigh nor max.
+            return cls("adaptive_only", xhigh="high" if family == "haiku" else "xhigh")
+        if version == (4, 6) and family in ("opus", "sonnet"):
+            return cls("adaptive", xhigh="max")
+        return cls("budget")
 
 
 # -- reasoning items <-> thinking blocks ------------------------------------------------------------
@@ -184,15 +237,16 @@ def _tool_result(item: dict[str, Any]) -> dict[str, Any]:
 def _tool_use(item: dict[str, Any]) -> dict[str, Any]:
     name = item.get("name")
     name = name if isinstance(name, str) and name else "tool"
+    namespace = item.get("namespace")
+    namespace = namespace if isinstance(namespace, str) and namespace else None
     if item.get("type") == "custom_tool_call":
         raw = item.get("input")
         return {
             "type": "tool_use",
             "id": _tool_id(item.get("call_id")),
-            "name": upstream_tool_name(name),
+            "name": upstream_tool_name(name, namespace),
             "input": {"input": raw if isinstance(raw, str) else ""},
         }
-    namespace = item.get("namespace")
     arguments = item.get("arguments")
     parsed: Any = {}
     if isinstance(arguments, str) and arguments.strip():
@@ -205,7 +259,7 @@ def _tool_use(item: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "tool_use",
         "id": _tool_id(item.get("call_id")),
-        "name": upstream_tool_name(name, namespace if isinstance(namespace, str) and namespace else None),
+        "name": upstream_tool_name(name, namespace),
         "input": parsed if isinstance(parsed, dict) else {"value": parsed},
     }
 
@@ -324,6 +378,64 @@ def _open_tool_turn_lacks_thinking(messages: list[dict[str, Any]]) -> bool:
     return any(b["type"] == "tool_use" for b in assistant) and assistant[0]["type"] not in _THINKING_TYPES
 
 
+def _thinking(
+    effort: str | None,
+    claude_model: ClaudeModel,
+    mode: ThinkingMode,
+    budgets: Mapping[str, int],
+    max_tokens: int,
+    choice: dict[str, Any] | None,
+    messages: list[dict[str, Any]],
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``(thinking, output_config)`` for ``reasoning.effort`` (either may be empty)."""
+    if effort is None or mode == "off":
+        return None, {}
+    forced = choice is not None and choice["type"] in ("any", "tool")
+    if mode == "adaptive" or (mode == "auto" and claude_model.style != "budget"):
+        # Claude decides how much to think; the effort steers it and every other token of the
+        # answer, so it is kept when a forced tool choice rules thinking out.
+        config = {"effort": _ADAPTIVE_EFFORT.get(effort) or claude_model.xhigh}
+        if forced:
+            debug_once("thinking: Claude does not allow it with a forced tool choice")
+            return None, config
+        return {"type": "adaptive"}, config
+    if forced:
+        debug_once("thinking: Claude does not allow it with a forced tool choice")
+        return None, {}
+    budget = min(budgets.get(effort) or DEFAULT_THINKING_BUDGETS[effort], max_tokens - 1)
+    if budget < MIN_THINKING_BUDGET:
+        debug_once("thinking: max_tokens too small for the minimum budget")
+        return None, {}
+    if _open_tool_turn_lacks_thinking(messages):
+        debug_once("thinking: the open tool turn has no Claude thinking block to continue from")
+        return None, {}
+    return {"type": "enabled", "budget_tokens": budget}, {}
+
+
+def _output_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Claude's ``output_config.format`` for ``text.format`` (structured outputs), else ``None``.
+
+    ``json_schema`` maps to ``{type: json_schema, schema}``; ``text`` (the default) needs nothing.
+    Claude has no schema-less JSON mode, so ``json_object`` is refused with a 400 naming it.
+    """
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+        return None
+    if fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+        return {"type": "json_schema", "schema": fmt["schema"]}
+    if fmt.get("type") == "json_schema":
+        raise InvalidRequestError(
+            "text.format json_schema needs a `schema` object.", param="text.format.schema", code="invalid_value"
+        )
+    raise InvalidRequestError(
+        f"text.format {fmt.get('type')!r} is not supported on Claude channels (Claude has no JSON mode "
+        "without a schema); send a json_schema format instead.",
+        param="text.format",
+        code="unsupported_value",
+    )
+
+
 def _mark_cache(blocks: list[dict[str, Any]]) -> None:
     for block in reversed(blocks):
         if block["type"] not in _THINKING_TYPES:
@@ -339,11 +451,13 @@ def to_claude_request(
     default_max_tokens: int = 32000,
     thinking_budgets: Mapping[str, int] = DEFAULT_THINKING_BUDGETS,
     prompt_caching: bool = True,
+    thinking_mode: ThinkingMode = "auto",
 ) -> dict[str, Any]:
     """Convert a Responses request ``body`` to a Claude Messages request for ``model``.
 
     ``catalog`` is the flattened ``tools`` (built from ``body`` when not given); ``thinking_budgets``
-    overrides :data:`DEFAULT_THINKING_BUDGETS` per effort. Raises
+    overrides :data:`DEFAULT_THINKING_BUDGETS` per effort; ``thinking_mode`` picks adaptive thinking
+    or a budget (``auto``: by :class:`ClaudeModel`), or no thinking (``off``). Raises
     :class:`~ccx_asgi.errors.InvalidRequestError` when nothing is left to send.
     The input is not mutated.
     """
@@ -374,28 +488,26 @@ def to_claude_request(
     for dropped in catalog.dropped:
         debug_once(f"tool of type {dropped!r}")
 
-    effort = reasoning_effort(body)
-    thinking: dict[str, Any] | None = None
-    if effort is not None:
-        budget = min(thinking_budgets.get(effort) or DEFAULT_THINKING_BUDGETS[effort], max_tokens - 1)
-        if budget < MIN_THINKING_BUDGET:
-            debug_once("thinking: max_tokens too small for the minimum budget")
-        elif choice is not None and choice["type"] in ("any", "tool"):
-            debug_once("thinking: Claude does not allow it with a forced tool choice")
-        elif _open_tool_turn_lacks_thinking(messages):
-            debug_once("thinking: the open tool turn has no Claude thinking block to continue from")
-        else:
-            thinking = {"type": "enabled", "budget_tokens": budget}
+    claude_model = ClaudeModel.from_id(model)
+    thinking, output_config = _thinking(
+        reasoning_effort(body), claude_model, thinking_mode, thinking_budgets, max_tokens, choice, messages
+    )
     if thinking is not None:
         out["thinking"] = thinking
-    else:
-        # Claude requires the defaults (temperature 1) when thinking, so sampling is only sent without it.
+    elif claude_model.style != "adaptive_only":
+        # Claude requires the defaults (temperature 1) when thinking, and current models refuse
+        # sampling parameters altogether, so they are sent only without thinking to models that take them.
         temperature = body.get("temperature")
         if isinstance(temperature, int | float) and not isinstance(temperature, bool):
             out["temperature"] = min(max(float(temperature), 0.0), 1.0)
         top_p = body.get("top_p")
         if isinstance(top_p, int | float) and not isinstance(top_p, bool):
             out["top_p"] = float(top_p)
+    output_format = _output_format(body)
+    if output_format is not None:
+        output_config["format"] = output_format
+    if output_config:
+        out["output_config"] = output_config
 
     user = body.get("safety_identifier") or body.get("user")
     if isinstance(user, str) and user:
@@ -416,7 +528,8 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-#: Claude error types → Responses error codes (``invalid_prompt`` is final: no failover).
+#: Claude error types → Responses error codes when the message says nothing more specific
+#: (``invalid_prompt`` is final: no failover).
 _ERROR_CODES = {
     "overloaded_error": "server_error",
     "api_error": "server_error",
@@ -501,9 +614,9 @@ class ClaudeStreamTranslator:
             error = error if isinstance(error, dict) else {}
             message = error.get("message") if isinstance(error.get("message"), str) else "Claude stream error"
             etype = str(error.get("type") or "api_error")
-            self.stream.fail(
-                f"{etype}: {message}", code=_ERROR_CODES.get(etype, "server_error"), usage=self._usage_obj()
-            )
+            # "prompt is too long" and "credit balance is too low" come as invalid_request_error.
+            code = response_error_code(etype, str(message), default=_ERROR_CODES.get(etype, "server_error"))
+            self.stream.fail(f"{etype}: {message}", code=code, usage=self._usage_obj())
         return self.stream.take()
 
     def finish(self) -> list[Event]:
@@ -573,7 +686,9 @@ class ClaudeStreamTranslator:
             block = _Block("tool", start_input=content.get("input"))
             if spec is not None and spec.kind == "custom":
                 block.custom = True
-                block.index = stream.open_item("custom_tool_call", call_id=call_id, name=spec.name)
+                block.index = stream.open_item(
+                    "custom_tool_call", call_id=call_id, name=spec.name, namespace=spec.namespace
+                )
             else:
                 block.index = stream.open_item(
                     "function_call",

@@ -23,15 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ccx_asgi.types import Event
+from ccx_asgi.upstream_errors import RESPONSE_ERROR_CODES
 
 __all__ = ["ItemKind", "ResponseStream", "new_id", "usage_dict"]
 
 ItemKind = Literal["message", "reasoning", "function_call", "custom_tool_call"]
 
-#: Codes the OpenAI SDK accepts in ``response.error.code``; anything else is reported as server_error.
-_ERROR_CODES = frozenset(
-    {"server_error", "rate_limit_exceeded", "invalid_prompt", "vector_store_timeout", "invalid_image"}
-)
 _ID_PREFIX = {"message": "msg", "reasoning": "rs", "function_call": "fc", "custom_tool_call": "ctc"}
 
 
@@ -188,6 +185,8 @@ class ResponseStream:
                 "name": name or "",
                 "input": "",
             }
+            if namespace:
+                data["namespace"] = namespace
         item = _Item(kind, index, item_id, data)
         self._open[index] = item
         self._output.append(None)
@@ -339,8 +338,9 @@ class ResponseStream:
     def fail(self, message: str, *, code: str = "server_error", usage: dict[str, Any] | None = None) -> None:
         """Drop open items and emit ``response.failed`` with ``error``.
 
-        ``code`` outside the set the OpenAI SDK knows becomes ``server_error`` (clients retry it).
+        ``code`` outside :data:`~ccx_asgi.upstream_errors.RESPONSE_ERROR_CODES` (the SDK's codes and
+        the two Codex stops a turn for) becomes ``server_error`` (clients retry it).
         """
         self.usage = usage
-        self._error = {"code": code if code in _ERROR_CODES else "server_error", "message": message}
+        self._error = {"code": code if code in RESPONSE_ERROR_CODES else "server_error", "message": message}
         self._finish("failed", "response.failed", close_status=None)

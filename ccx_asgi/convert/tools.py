@@ -2,9 +2,10 @@
 
 - :class:`ToolCatalog` flattens the client's ``tools`` into plain functions an upstream accepts:
   ``function`` tools as they are, ``custom`` (freeform, e.g. Codex's ``apply_patch``) as a function
-  with one string argument ``input``, and ``namespace`` groups as ``<namespace>__<name>``. It
-  remembers the mapping so upstream calls are turned back into ``custom_tool_call`` items or
-  ``function_call`` items with their ``namespace`` restored. Hosted tools are dropped.
+  with one string argument ``input``, and ``namespace`` groups (their function and custom members)
+  as ``<namespace>__<name>``. It remembers the mapping so upstream calls are turned back into
+  ``custom_tool_call`` or ``function_call`` items with their ``namespace`` restored. Hosted tools
+  are dropped.
 - :func:`pair_tool_calls` repairs a history so every call has exactly one output right after its
   call group and every output has its call — strict upstreams reject anything else.
 """
@@ -106,6 +107,15 @@ def _function_spec(tool: dict[str, Any], namespace: str | None = None) -> ToolSp
     )
 
 
+def _custom_spec(tool: dict[str, Any], namespace: str | None = None) -> ToolSpec | None:
+    name = tool.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    return ToolSpec(
+        upstream_tool_name(name, namespace), name, "custom", namespace, _custom_description(tool), CUSTOM_INPUT_SCHEMA
+    )
+
+
 @dataclass(slots=True)
 class ToolCatalog:
     """The client's tools flattened for an upstream; see the module docstring."""
@@ -124,21 +134,19 @@ class ToolCatalog:
             kind = tool.get("type")
             if kind == "function":
                 catalog._add(_function_spec(tool))
-            elif kind == "custom" and isinstance(tool.get("name"), str) and tool["name"]:
-                catalog._add(
-                    ToolSpec(
-                        upstream_tool_name(tool["name"]),
-                        tool["name"],
-                        "custom",
-                        None,
-                        _custom_description(tool),
-                        CUSTOM_INPUT_SCHEMA,
-                    )
-                )
+            elif kind == "custom":
+                catalog._add(_custom_spec(tool))
             elif kind == "namespace" and isinstance(tool.get("name"), str):
+                # Codex's "responses lite" shape (gpt-6*) puts its code-mode tool `exec` here as a
+                # custom member of the `functions` namespace, beside plain functions.
                 for member in tool.get("tools") or ():
-                    if isinstance(member, dict) and member.get("type", "function") == "function":
+                    member_kind = member.get("type", "function") if isinstance(member, dict) else None
+                    if member_kind == "function":
                         catalog._add(_function_spec(member, tool["name"]))
+                    elif member_kind == "custom":
+                        catalog._add(_custom_spec(member, tool["name"]))
+                    else:
+                        catalog.dropped.append(f"{tool['name']}.{member_kind}")
             else:
                 catalog.dropped.append(str(kind))
         return catalog
@@ -160,14 +168,17 @@ class ToolCatalog:
         """How an upstream call should look to the client, without ids.
 
         ``{"type": "function_call", "name", "namespace"?, "arguments"}`` or
-        ``{"type": "custom_tool_call", "name", "input"}`` (the raw text from the ``input`` argument).
+        ``{"type": "custom_tool_call", "name", "namespace"?, "input"}`` (the raw text from the
+        ``input`` argument).
         """
         spec = self.resolve(upstream_name)
         if spec is None:
             return {"type": "function_call", "name": upstream_name, "arguments": arguments}
+        item: dict[str, Any]
         if spec.kind == "custom":
-            return {"type": "custom_tool_call", "name": spec.name, "input": custom_input(arguments)}
-        item: dict[str, Any] = {"type": "function_call", "name": spec.name, "arguments": arguments}
+            item = {"type": "custom_tool_call", "name": spec.name, "input": custom_input(arguments)}
+        else:
+            item = {"type": "function_call", "name": spec.name, "arguments": arguments}
         if spec.namespace:
             item["namespace"] = spec.namespace
         return item

@@ -5,11 +5,12 @@ it sets ``scope["ccx"].attempt`` and calls the wrapped app, normally
 :class:`~ccx_asgi.channels.endpoint.ChannelEndpoint`, which holds the response until a meaningful
 answer exists and raises :class:`~ccx_asgi.errors.UpstreamError` before that. Then:
 
-- a **retryable** error (connect error, timeout, 401/403/408/429/5xx, overload or rate-limit body, a
-  stream that fails or ends before content) records a breaker failure and moves to the next target;
-  ``Retry-After`` parks the key for that long, a rejected key (401/403) for ``key_park_seconds``;
-- a **non-retryable** error (400 validation, an upstream 404, content policy) goes to the client
-  unchanged, without trying elsewhere;
+- a **retryable** error (connect error, timeout, 401/403/408/429/5xx, overload or rate-limit body,
+  quota or billing, a stream that fails or ends before content) records a breaker failure and moves
+  to the next target; ``Retry-After`` parks the key for that long, a rejected key (401/402/403) or
+  one out of quota for ``key_park_seconds``;
+- a **non-retryable** error (400 validation, context length, an upstream 404, content policy) goes
+  to the client unchanged, without trying elsewhere (see :mod:`ccx_asgi.upstream_errors`);
 - once content reached the client, the channel is fixed (the endpoint turns failures into
   ``response.failed``).
 
@@ -18,7 +19,7 @@ available; only when none is available are they tried anyway, as a last resort. 
 (``prompt_cache_key``, ``session-id`` header or ``user``) goes first to the target that last served
 it (see :mod:`ccx_asgi.affinity`). When everything fails the client gets a 503 (or, if a keep-alive
 already started the stream, a ``response.failed``) listing what happened on each target, without
-secrets.
+secrets — a 429 ``insufficient_quota`` when every target failed for quota, the code Codex stops for.
 
 It sits between :class:`~ccx_asgi.middleware.ModelMapperMiddleware` (which supplies the candidates)
 and the channel endpoint; :func:`ccx_asgi.create_app` builds this chain from settings::
@@ -53,6 +54,7 @@ from ccx_asgi.routing import Candidate
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.state import Clock, MemoryStore, StateStore
 from ccx_asgi.types import ASGIApp, Message, Receive, Scope, Send
+from ccx_asgi.upstream_errors import CODEX_ERROR_CODES, INSUFFICIENT_QUOTA
 
 __all__ = ["FailoverMiddleware"]
 
@@ -203,6 +205,7 @@ class FailoverMiddleware:
         targets = self._targets(ctx, sticky)
         skipped: list[tuple[_Target, Verdict]] = []
         last: UpstreamError | None = None
+        failures: list[UpstreamError] = []
         for target in targets:
             verdict = await self.breaker.check(target.id)
             if not verdict.allowed:
@@ -212,6 +215,8 @@ class FailoverMiddleware:
             if step is _Next.DONE:
                 await self._served(session, sticky, target)
                 return
+            if last is not None:
+                failures.append(last)
         if len(skipped) == len(targets):
             # Nothing was available: try the skipped targets anyway rather than refuse outright.
             for target, _ in skipped:
@@ -219,8 +224,11 @@ class FailoverMiddleware:
                 if step is _Next.DONE:
                     await self._served(session, sticky, target)
                     return
+                if last is not None:
+                    failures.append(last)
             skipped = []
-        await self._all_failed(send, ctx, stream, skipped, last)
+        quota = bool(failures) and all(f.code == INSUFFICIENT_QUOTA for f in failures)
+        await self._all_failed(send, ctx, stream, skipped, last, quota=quota)
 
     async def _served(self, session: str | None, sticky: Sticky | None, target: _Target) -> None:
         if self.affinity is not None and session:
@@ -255,7 +263,8 @@ class FailoverMiddleware:
             await self.breaker.failure(target.id, probe=verdict.probe)
             if exc.retry_after is not None:
                 await self.breaker.park(target.id, min(exc.retry_after, self.max_retry_after))
-            elif exc.upstream_status in _AUTH_STATUSES:
+            elif exc.upstream_status in _AUTH_STATUSES or exc.code == INSUFFICIENT_QUOTA:
+                # A rejected key, or one out of credit, stays unusable for a while.
                 await self.breaker.park(target.id, self.key_park_seconds)
             return _Next.TRY_NEXT, exc
         except BaseException:
@@ -272,8 +281,10 @@ class FailoverMiddleware:
     async def _send_final(self, send: Send, ctx: RequestContext, stream: ClientStream | None, exc: CCXError) -> None:
         rid = [(b"x-request-id", ctx.request_id.encode())]
         if stream is not None and stream.started:
-            # A keep-alive already sent the 200: report the client error inside the stream.
-            await stream.fail(exc.message, "invalid_prompt")
+            # A keep-alive already sent the 200: report the client error inside the stream, with
+            # the code Codex acts on when there is one (context length stops the turn too).
+            code = exc.code if exc.code in CODEX_ERROR_CODES else "invalid_prompt"
+            await stream.fail(exc.message, code)
             return
         await send_error(send, exc, rid)
 
@@ -284,6 +295,8 @@ class FailoverMiddleware:
         stream: ClientStream | None,
         skipped: list[tuple[_Target, Verdict]],
         last: UpstreamError | None,
+        *,
+        quota: bool = False,
     ) -> None:
         ctx.attempt = None
         parts = [f"{r.channel} (key #{r.key_index + 1}): {r.outcome}" for r in ctx.attempts]
@@ -291,14 +304,22 @@ class FailoverMiddleware:
         summary = "; ".join(parts)
         message = f"All upstream channels are currently unavailable. {summary}" if summary else "No channel to try."
         error: CCXError = AllChannelsFailedError(message)
+        if quota:
+            # Every target is out of quota or credit: say so, Codex stops the turn on this code
+            # (only as a 429) instead of retrying.
+            error = AllChannelsFailedError(message, code=INSUFFICIENT_QUOTA, status=429)
+            error.type = INSUFFICIENT_QUOTA
         retry_after = last.retry_after if last is not None else None
         if stream is not None and stream.started:
-            if retry_after is not None:
+            if quota:
+                await stream.fail(message, INSUFFICIENT_QUOTA)
+            elif retry_after is not None:
                 await stream.fail(f"{message} Please try again in {retry_after:g}s.", "rate_limit_exceeded")
             else:
                 await stream.fail(message, "server_error")
             return
-        if retry_after is not None:
+        if retry_after is not None and not quota:
+            # (Codex would wait and retry a 429 that carries Retry-After; quota does not come back.)
             error.headers.append(("retry-after", str(int(retry_after + 0.999))))
         await send_error(send, error, [(b"x-request-id", ctx.request_id.encode())])
 

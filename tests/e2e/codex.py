@@ -92,11 +92,13 @@ def run_codex(
     catalog: list[dict[str, Any]] | None = None,
     timeout: float = 120,
     extra_config: list[str] = (),  # type: ignore[assignment]
+    retries: int = 0,
 ) -> CodexRun:
     """Run one non-interactive Codex turn in ``workdir`` against ``base_url`` (must end in ``/v1``).
 
     A throw-away ``CODEX_HOME`` holds a config with a custom provider (``wire_api = "responses"``,
-    ``env_key``), no retries and a short idle timeout so failures surface fast.
+    ``env_key``), ``retries`` request and stream retries (none by default) and a short idle timeout so
+    failures surface fast.
     """
     binary = require_codex()
     home = workdir.parent / f"{workdir.name}-codex-home"
@@ -104,7 +106,7 @@ def run_codex(
     (home / "config.toml").write_text(
         'model_provider = "ccx"\n\n[model_providers.ccx]\nname = "ccx"\n'
         f'base_url = "{base_url}"\nenv_key = "CCX_CLIENT_KEY"\nwire_api = "responses"\n'
-        "request_max_retries = 0\nstream_max_retries = 0\nstream_idle_timeout_ms = 30000\n"
+        f"request_max_retries = {retries}\nstream_max_retries = {retries}\nstream_idle_timeout_ms = 30000\n"
     )
     args = [binary, "exec", "--skip-git-repo-check", "--json", "-m", model,
             "--dangerously-bypass-approvals-and-sandbox", "--disable", "unbounded_connection_retries"]  # fmt: skip

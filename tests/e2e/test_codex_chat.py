@@ -17,7 +17,14 @@ import pytest
 from ccx_asgi import ChannelConfig, load_settings
 from ccx_asgi.__main__ import build_standalone
 from tests.e2e.codex import CodexRun, catalog_entry, run_codex
-from tests.fakes.chat_upstream import PATCH, FakeChatUpstream, apply_patch_script, shell_script
+from tests.fakes.chat_upstream import (
+    CODE_MODE_JS,
+    PATCH,
+    FakeChatUpstream,
+    apply_patch_script,
+    code_mode_script,
+    shell_script,
+)
 from tests.servers import serve
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +63,10 @@ class RequestRecorder:
         await self.app(scope, replay, send)
 
 
-def run_through_chat(fake: FakeChatUpstream, prompt: str, work: Path) -> tuple[CodexRun, RequestRecorder]:
+def run_through_chat(
+    fake: FakeChatUpstream, prompt: str, work: Path, *, slug: str = MODEL
+) -> tuple[CodexRun, RequestRecorder]:
+    """One Codex turn through a chat channel; ``slug`` other than :data:`MODEL` uses Codex's own catalog."""
     with serve(fake) as upstream_url:
         settings = load_settings(
             proxy_access_key="client-key",
@@ -66,14 +76,15 @@ def run_through_chat(fake: FakeChatUpstream, prompt: str, work: Path) -> tuple[C
                     service_type="chat",
                     base_url=upstream_url,
                     api_keys=["sk-upstream"],
-                    model_map={MODEL: "deepseek-reasoner"},
+                    model_map={slug: "deepseek-reasoner"},
                     normalize_roles=True,
                 )
             ],
         )
         gateway = RequestRecorder(build_standalone(settings))
+        catalog = [catalog_entry(MODEL)] if slug == MODEL else None
         with serve(gateway) as url:
-            run = run_codex(f"{url}/v1", "client-key", MODEL, prompt, work, catalog=[catalog_entry(MODEL)])
+            run = run_codex(f"{url}/v1", "client-key", slug, prompt, work, catalog=catalog)
     return run, gateway
 
 
@@ -130,3 +141,28 @@ def test_codex_applies_a_freeform_patch_through_a_chat_channel(tmp_path: Path) -
     tool = next(m for m in second if m["role"] == "tool")
     assert tool["tool_call_id"] == call["call_id"]
     assert "hello.txt" in tool["content"]
+
+
+def test_codex_gpt_6_sol_runs_a_command_through_code_mode_on_a_chat_channel(tmp_path: Path) -> None:
+    # gpt-6-sol is "responses lite" for Codex: no top-level tools, the code-mode tool `exec` is a
+    # custom member of the `functions` namespace in an additional_tools item.
+    fake = FakeChatUpstream(keys=("sk-upstream",), script=code_mode_script, strict_roles=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    run, gateway = run_through_chat(fake, "Run the marker command.", work, slug="gpt-6-sol")
+    assert run.returncode == 0, run.explain()
+    assert (work / "ccx_code_marker.txt").read_text().strip() == "ccx-code-42", run.explain()
+    turn1 = gateway.bodies[0]
+    assert "tools" not in turn1 or not turn1["tools"]
+    assert any(i.get("type") == "additional_tools" for i in turn1["input"])
+    tools = {t["function"]["name"]: t["function"] for t in fake.requests[0].body["tools"]}
+    assert tools["functions__exec"]["parameters"]["required"] == ["input"]
+    assert "functions__wait" in tools and "clock__sleep" in tools
+    # Codex got a custom_tool_call with its namespace back and ran the script.
+    call = next(i for i in gateway.bodies[1]["input"] if i.get("type") == "custom_tool_call")
+    assert (call["name"], call.get("namespace"), call["input"]) == ("exec", "functions", CODE_MODE_JS)
+    output = next(i for i in gateway.bodies[1]["input"] if i.get("type") == "custom_tool_call_output")
+    assert output["call_id"] == call["call_id"]
+    assert "ccx-code-42" in json.dumps(output["output"])
+    messages = run.items("agent_message")
+    assert messages and "ccx-code-42" in messages[-1]["text"], run.explain()

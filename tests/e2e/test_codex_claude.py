@@ -6,7 +6,10 @@ Two Codex runs, each a full agent loop (gateway and fake both on uvicorn):
   it and sends the tool output back. The second Messages request must carry the thinking block
   with its valid signature (the fake verifies it and the script insists it is there);
 - an ``apply_patch`` turn: Claude calls the freeform tool with a patch; Codex applies it and the
-  file exists.
+  file exists;
+- Codex's gpt-6-sol shape on a channel mapped to Claude Opus 4.7: adaptive thinking (the budget form
+  would be a 400 there), and the code-mode tool ``exec`` of the ``functions`` namespace runs a
+  command from JavaScript.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pytest
 from ccx_asgi import ChannelConfig, load_settings
 from ccx_asgi.__main__ import build_standalone
 from tests.e2e.codex import catalog_entry, run_codex
+from tests.fakes.chat_upstream import CODE_MODE_JS
 from tests.fakes.claude_upstream import FakeClaudeUpstream, Reply
 from tests.servers import serve
 
@@ -139,3 +143,51 @@ def test_codex_apply_patch_turn_writes_the_file(gateway: Any, tmp_path: Path) ->
     result = fake.requests[1].body["messages"][-1]["content"][0]
     assert result["type"] == "tool_result"
     assert run.items("file_change"), run.explain()
+
+
+def code_mode_script(body: dict[str, Any]) -> Reply:
+    """Turn 1 thinks and calls ``functions__exec`` with JavaScript; turn 2 reports the tool output."""
+    last = body["messages"][-1]["content"]
+    if last[0]["type"] == "tool_result":
+        return Reply([{"type": "text", "text": f"The script ran: {str(last[0].get('content', ''))[-300:]}"}])
+    return Reply(
+        [
+            {"type": "thinking", "thinking": "The exec tool runs JavaScript that can call the shell."},
+            {"type": "tool_use", "name": "functions__exec", "input": {"input": CODE_MODE_JS}},
+        ],
+        stop_reason="tool_use",
+    )
+
+
+def test_codex_gpt_6_sol_runs_a_command_through_code_mode_on_opus_4_7(tmp_path: Path) -> None:
+    fake = FakeClaudeUpstream(keys=("sk-ant-test",), script=code_mode_script)
+    work = tmp_path / "work"
+    work.mkdir()
+    with serve(fake) as upstream_url:
+        settings = load_settings(
+            proxy_access_key="client-key",
+            channels=[
+                ChannelConfig(
+                    name="claude",
+                    service_type="claude",
+                    base_url=upstream_url,
+                    api_keys=["sk-ant-test"],
+                    model_map={"gpt-6-sol": "claude-opus-4-7"},
+                )
+            ],
+        )
+        with serve(build_standalone(settings)) as url:
+            run = run_codex(f"{url}/v1", "client-key", "gpt-6-sol", "Run the marker command.", work)
+    assert run.returncode == 0, run.explain() + f"\nrejections: {fake.rejections}"
+    assert fake.rejections == []
+    assert (work / "ccx_code_marker.txt").read_text().strip() == "ccx-code-42", run.explain()
+    first, second = (r.body for r in fake.requests)
+    assert first["thinking"] == {"type": "adaptive"} and first["output_config"] == {"effort": "medium"}
+    tools = {t["name"] for t in first["tools"]}
+    assert {"functions__exec", "functions__wait", "clock__sleep"} <= tools
+    assistant = second["messages"][-2]["content"]
+    assert [b["type"] for b in assistant] == ["thinking", "tool_use"]  # signed thinking replayed
+    assert assistant[1]["input"] == {"input": CODE_MODE_JS}
+    assert "ccx-code-42" in str(second["messages"][-1]["content"][0].get("content"))
+    messages = run.items("agent_message")
+    assert messages and "ccx-code-42" in messages[-1]["text"], run.explain()

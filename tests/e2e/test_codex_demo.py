@@ -27,3 +27,18 @@ def test_codex_works_with_the_demo_channel(tmp_path: Path) -> None:
     messages = run.items("agent_message")
     assert messages, run.explain()
     assert "The tool ran and printed" in messages[-1]["text"]
+
+
+def test_codex_gpt_6_sol_runs_the_demo_command_through_code_mode(tmp_path: Path) -> None:
+    # Codex's "responses lite" shape: the demo answers with a custom_tool_call to `exec` in the
+    # `functions` namespace, whose JavaScript runs the shell command.
+    app = build_standalone(load_settings(proxy_access_key="demo-key"))
+    work = tmp_path / "work"
+    work.mkdir()
+    with serve(app) as url:
+        run = run_codex(f"{url}/v1", "demo-key", "gpt-6-sol", "Say hello.", work)
+    assert run.returncode == 0, run.explain()
+    commands = run.items("command_execution")
+    assert commands and "hello from the ccx_asgi demo channel" in commands[0]["aggregated_output"], run.explain()
+    messages = run.items("agent_message")
+    assert messages and "hello from the ccx_asgi demo channel" in messages[-1]["text"], run.explain()

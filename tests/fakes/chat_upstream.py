@@ -358,6 +358,25 @@ def shell_script(body: dict[str, Any]) -> Reply | tuple[int, dict[str, Any]]:
     return text_reply("pong")
 
 
+#: What a model in Codex's code mode (gpt-6*) writes into ``exec``: JavaScript calling the shell.
+CODE_MODE_JS = (
+    'const r = await tools.exec_command({cmd: "echo ccx-code-$((6*7)) > ccx_code_marker.txt; echo ccx-code-$((6*7))"});\n'
+    "text(r);"
+)
+
+
+def code_mode_script(body: dict[str, Any]) -> Reply | tuple[int, dict[str, Any]]:
+    """Turn 1: call the ``exec`` tool of Codex's ``functions`` namespace (offered as ``functions__exec``)
+    with JavaScript that runs a shell command; turn 2 (seeing its output): say so."""
+    output = _last_tool_output(body)
+    if output is not None:
+        return text_reply(f"The script ran: {output.strip()[-300:]}")
+    names = {t["function"]["name"] for t in body.get("tools") or ()}
+    if "functions__exec" in names:
+        return tool_reply([("functions__exec", {"input": CODE_MODE_JS})], reasoning="I will use exec.")
+    return text_reply("no exec tool was offered")
+
+
 PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello\n*** End Patch\n"
 
 

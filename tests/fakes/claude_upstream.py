@@ -11,6 +11,11 @@ Strict like the real one, so a converter bug shows up as the same 400 Claude wou
 - ``thinking`` needs ``budget_tokens`` ≥ 1024 and < ``max_tokens``, no forced tool choice, no
   ``temperature``/``top_p``/``top_k``, and the assistant turn that made the tool calls being
   answered must start with a thinking block;
+- per model, as Anthropic documents it: Opus 4.7+, every 5.x model, Mythos and Fable take only
+  ``thinking: {type: adaptive}`` (a budget is a 400) and refuse ``temperature``/``top_p``/``top_k``
+  outright; adaptive thinking is refused by models before 4.6; ``output_config.effort`` must be a
+  level the model has (``xhigh``, ``max``); ``output_config.format`` must be ``{type: json_schema,
+  schema}``;
 - thinking blocks are signed (HMAC of the text with the fake's secret) and redacted blocks carry
   HMAC-checked data; replays with a missing or wrong signature are rejected like Claude does.
 
@@ -41,7 +46,7 @@ VERSION = "2023-06-01"
 _TOP_LEVEL = frozenset(
     {
         "model", "messages", "system", "max_tokens", "metadata", "stop_sequences", "stream", "temperature",
-        "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier",
+        "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier", "output_config",
     }
 )  # fmt: skip
 _BLOCK_FIELDS = {
@@ -67,6 +72,16 @@ _CHOICE_FIELDS = {
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _MEDIA = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+# What each model accepts, as Anthropic's adaptive-thinking and effort pages list it (written out
+# here by hand, independently of the gateway's own table, so a gateway mistake shows as a 400).
+_ADAPTIVE_ONLY = re.compile(r"claude-(?:opus-4-[789]|opus-5|sonnet-5|haiku-5|mythos|fable)")
+_ADAPTIVE = re.compile(r"claude-(?:opus-4-6|sonnet-4-6)")
+_NO_DISABLED = re.compile(r"claude-(?:mythos|fable)")
+_XHIGH = re.compile(r"claude-(?:opus-4-[78]|opus-5|sonnet-5|mythos-5|fable-5)")
+_MAX = re.compile(r"claude-(?:opus-4-[678]|sonnet-4-6|opus-5|sonnet-5|mythos|fable)")
+_EFFORT = re.compile(r"claude-(?:opus-4-[5678]|sonnet-4-6|opus-5|sonnet-5|haiku-5|mythos|fable)")
+_NO_STRUCTURED = re.compile(r"claude-(?:3|opus-4-(?:1|2025)|sonnet-4-2025)")
 
 
 def sign(thinking: str, secret: bytes = SECRET) -> str:
@@ -256,6 +271,13 @@ def check_request(body: Any, secret: bytes = SECRET) -> None:
     thinking = body.get("thinking")
     if thinking is not None:
         _check_thinking(body, thinking, messages)
+    model = str(body["model"])
+    if _ADAPTIVE_ONLY.search(model):
+        for name in ("temperature", "top_p", "top_k"):
+            if name in body:
+                raise Rejected(f"`{name}` is deprecated for this model.")
+    if "output_config" in body:
+        _check_output_config(model, body["output_config"])
     temperature = body.get("temperature")
     if temperature is not None and not (isinstance(temperature, int | float) and 0 <= temperature <= 1):
         raise Rejected("temperature: Input should be less than or equal to 1")
@@ -302,24 +324,72 @@ def _check_tool_pairing(messages: list[dict[str, Any]]) -> None:
                 seen.add(tool_use_id)
 
 
+def _check_output_config(model: str, config: Any) -> None:
+    if not isinstance(config, dict):
+        raise Rejected("output_config: Input should be a valid dictionary")
+    _fields("output_config", config, frozenset({"effort", "format"}))
+    if "effort" in config:
+        effort = config["effort"]
+        if effort not in ("low", "medium", "high", "xhigh", "max"):
+            raise Rejected("output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'")
+        if not _EFFORT.search(model):
+            raise Rejected("output_config.effort: effort is not supported on this model.")
+        if effort == "xhigh" and not _XHIGH.search(model):
+            raise Rejected("output_config.effort: 'xhigh' is not supported on this model.")
+        if effort == "max" and not _MAX.search(model):
+            raise Rejected("output_config.effort: 'max' is not supported on this model.")
+    if "format" in config:
+        fmt = config["format"]
+        if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+            raise Rejected("output_config.format.type: Input tag is invalid")
+        _fields("output_config.format", fmt, frozenset({"type", "schema"}))
+        if not isinstance(fmt.get("schema"), dict):
+            raise Rejected("output_config.format.schema: Field required")
+        if _NO_STRUCTURED.search(model):
+            raise Rejected("output_config.format: structured outputs are not supported on this model.")
+
+
 def _check_thinking(body: dict[str, Any], thinking: Any, messages: list[dict[str, Any]]) -> None:
-    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled"):
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled", "adaptive"):
         raise Rejected("thinking: Input tag is invalid")
+    model = str(body["model"])
     if thinking["type"] == "disabled":
         _fields("thinking", thinking, frozenset({"type"}))
+        if _NO_DISABLED.search(model):
+            raise Rejected('"thinking.type.disabled" is not supported for this model.')
         return
+    if thinking["type"] == "adaptive":
+        _fields("thinking", thinking, frozenset({"type"}))
+        if not (_ADAPTIVE_ONLY.search(model) or _ADAPTIVE.search(model)):
+            raise Rejected(f'"thinking.type.adaptive" is not supported for model {model}.')
+        _check_thinking_sampling(body)
+        return
+    if _ADAPTIVE_ONLY.search(model):
+        raise Rejected(
+            '"thinking.type.enabled" is not supported for this model. Use "thinking.type.adaptive" and '
+            '"output_config.effort" to control thinking behavior.'
+        )
     _fields("thinking", thinking, frozenset({"type", "budget_tokens"}))
     budget = thinking.get("budget_tokens")
     if not isinstance(budget, int) or budget < 1024:
         raise Rejected("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
     if budget >= body["max_tokens"]:
         raise Rejected("`max_tokens` must be greater than `thinking.budget_tokens`")
+    _check_thinking_sampling(body)
+    _check_open_tool_turn(messages)
+
+
+def _check_thinking_sampling(body: dict[str, Any]) -> None:
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
         raise Rejected("Thinking may not be enabled when tool_choice forces tool use.")
     for name in ("temperature", "top_p", "top_k"):
         if name in body and not (name == "temperature" and body[name] == 1):
             raise Rejected(f"`{name}` may only be set to its default when thinking is enabled")
+
+
+def _check_open_tool_turn(messages: list[dict[str, Any]]) -> None:
+    # Budget thinking only: in adaptive mode thinking is optional, so a turn without it is valid.
     last_user = messages[-1]
     if (
         len(messages) >= 2
