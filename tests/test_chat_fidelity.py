@@ -571,3 +571,14 @@ def test_openrouter_reasoning_details_become_reasoning() -> None:
     raw = completion_from_chunks([chunk({"content": "A"}), chunk({}, "stop")])
     raw["choices"][0]["message"].update(summary)
     assert chat_to_response(raw, model="m")["output"][0]["summary"][0]["text"] == "In short."
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("prompt", {"id": "pmpt_1"}), ("conversation", "conv_1"), ("background", True)],
+)
+def test_fields_whose_state_lives_at_openai_are_a_400(field: str, value: Any) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        to_chat_request({"model": "m", "input": "x", field: value}, model="up")
+    assert caught.value.param == field and caught.value.status == 400
+    assert "background" not in to_chat_request({"model": "m", "input": "x", "background": False}, model="up")

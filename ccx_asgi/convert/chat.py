@@ -55,6 +55,13 @@ _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"
 #: Fields only some Chat upstreams (OpenAI, Azure, OpenRouter…) accept, sent per ``forward_fields``.
 FORWARDABLE_FIELDS = ("safety_identifier", "verbosity", "service_tier", "prompt_cache_retention")
 _LOGPROBS_INCLUDE = "message.output_text.logprobs"
+# Request fields whose meaning lives at OpenAI (stored state, background jobs): no Chat upstream can
+# honour them, so they are a 400 naming the field rather than an answer that ignores them.
+_OPENAI_STATE = {
+    "prompt": "prompt templates are stored at OpenAI; send the prompt as instructions and input",
+    "conversation": "conversations are stored at OpenAI; send the history as input items",
+    "background": "background responses are not available on this channel; stream the request instead",
+}
 # The stream index given to a legacy ``function_call`` (pre-tools API): never a real tool_calls index.
 _LEGACY_CALL = -1
 
@@ -356,6 +363,9 @@ def to_chat_request(
     upstream can take (an uploaded ``file_id`` …) and when nothing is left to send.
     """
     options = options or ChatOptions()
+    for name, reason in _OPENAI_STATE.items():
+        if body.get(name) not in (None, False):
+            raise InvalidRequestError(f"{name}: {reason}.", param=name, code="unsupported_parameter")
     catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(body))
     check_parts(body.get("input"), _part_problem)
     messages = chat_messages(body.get("instructions"), body.get("input"), reasoning_content=options.reasoning_content)
