@@ -55,6 +55,9 @@ _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"
 #: Fields only some Chat upstreams (OpenAI, Azure, OpenRouter…) accept, sent per ``forward_fields``.
 FORWARDABLE_FIELDS = ("safety_identifier", "verbosity", "service_tier", "prompt_cache_retention")
 _LOGPROBS_INCLUDE = "message.output_text.logprobs"
+# The delta fields of nearly every chunk; anything else (refusal, annotations, function_call,
+# reasoning_details) takes the slower path, so plain text streams pay nothing for the rare fields.
+_COMMON_DELTA = frozenset({"role", "content", "reasoning_content", "reasoning", "tool_calls"})
 # Request fields whose meaning lives at OpenAI (stored state, background jobs): no Chat upstream can
 # honour them, so they are a 400 naming the field rather than an answer that ignores them.
 _OPENAI_STATE = {
@@ -455,16 +458,22 @@ class _Call:
     custom: bool = False
 
 
-def _reasoning_delta(delta: dict[str, Any]) -> str:
+def _reasoning_text_of(delta: dict[str, Any]) -> str:
     for key in ("reasoning_content", "reasoning"):
         value = delta.get(key)
         if isinstance(value, str) and value:
             return value
+    return ""
+
+
+def _reasoning_details(delta: dict[str, Any]) -> str:
     # OpenRouter may send only the structured form: text and summary entries are readable,
     # ``reasoning.encrypted`` entries are opaque to every other upstream and are not shown.
     details = delta.get("reasoning_details")
+    if not isinstance(details, list):
+        return ""
     texts = []
-    for detail in details if isinstance(details, list) else ():
+    for detail in details:
         if isinstance(detail, dict):
             value = detail.get("text") if detail.get("type") == "reasoning.text" else None
             value = detail.get("summary") if detail.get("type") == "reasoning.summary" else value
@@ -473,9 +482,12 @@ def _reasoning_delta(delta: dict[str, Any]) -> str:
     return "".join(texts)
 
 
-def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]]:
-    """A Chat choice's content logprobs in the Responses shape (``bytes`` always a list)."""
-    logprobs = choice.get("logprobs")
+def _reasoning_delta(delta: dict[str, Any]) -> str:
+    return _reasoning_text_of(delta) or _reasoning_details(delta)
+
+
+def _logprobs(logprobs: Any) -> list[dict[str, Any]]:
+    """A Chat choice's ``logprobs`` (its content tokens) in the Responses shape (``bytes`` always a list)."""
     content = logprobs.get("content") if isinstance(logprobs, dict) else None
     out = []
     for entry in content if isinstance(content, list) else ():
@@ -569,7 +581,10 @@ class ChatStreamTranslator:
         return self.stream.take()
 
     def _switch(self, keep: str) -> None:
-        """Close the open reasoning/text/refusal items other than ``keep``: the upstream moved on."""
+        """Close the open reasoning/text/refusal item other than ``keep``: the upstream moved on.
+
+        Called only when an item opens, so at most one of the three is ever open.
+        """
         for attr in ("_reasoning", "_text", "_refusal"):
             index = getattr(self, attr)
             if attr != keep and index is not None:
@@ -578,18 +593,30 @@ class ChatStreamTranslator:
 
     def _delta(self, delta: dict[str, Any], choice: dict[str, Any]) -> None:
         stream = self.stream
-        reasoning = _reasoning_delta(delta)
+        common = _COMMON_DELTA.issuperset(delta)
+        reasoning = _reasoning_text_of(delta) or ("" if common else _reasoning_details(delta))
         if reasoning:
-            self._switch("_reasoning")  # reasoning after text starts a new reasoning item
             if self._reasoning is None:
+                self._switch("_reasoning")  # reasoning after text starts a new reasoning item
                 self._reasoning = stream.open_item("reasoning")
             stream.delta(self._reasoning, reasoning)
         content = delta.get("content")
         if isinstance(content, str) and content:
-            self._switch("_text")
             if self._text is None:
+                self._switch("_text")
                 self._text = stream.open_item("message")
-            stream.delta(self._text, content, _logprobs(choice))
+            logprobs = choice.get("logprobs")  # null unless asked for
+            stream.delta(self._text, content, _logprobs(logprobs) if logprobs else None)
+        if not common:
+            self._rare(delta)
+        fragments = delta.get("tool_calls")
+        for fragment in fragments if isinstance(fragments, list) else ():
+            if isinstance(fragment, dict):
+                self._tool_fragment(fragment)
+
+    def _rare(self, delta: dict[str, Any]) -> None:
+        """Annotations, refusals and legacy ``function_call`` deltas."""
+        stream = self.stream
         annotations = delta.get("annotations")
         for value in annotations if isinstance(annotations, list) else ():
             annotation = _annotation(value)
@@ -597,14 +624,10 @@ class ChatStreamTranslator:
                 stream.annotate(self._text, annotation)
         refusal = delta.get("refusal")
         if isinstance(refusal, str) and refusal:
-            self._switch("_refusal")
             if self._refusal is None:
+                self._switch("_refusal")
                 self._refusal = stream.open_item("refusal")
             stream.delta(self._refusal, refusal)
-        fragments = delta.get("tool_calls")
-        for fragment in fragments if isinstance(fragments, list) else ():
-            if isinstance(fragment, dict):
-                self._tool_fragment(fragment)
         legacy = delta.get("function_call")
         if isinstance(legacy, dict):
             # The pre-tools functions API: one call, no id, no index.
