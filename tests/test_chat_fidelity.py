@@ -9,16 +9,24 @@ with the openai SDK's types, every JSON answer with its ``Response`` type.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import openai
 import pytest
 from openai.types.responses import Response
+from pydantic import ValidationError
 
-from ccx_asgi.convert.chat import ChatOptions, ChatStreamTranslator, chat_to_response, to_chat_request
+from ccx_asgi.convert.chat import (
+    FORWARDABLE_FIELDS,
+    ChatOptions,
+    ChatStreamTranslator,
+    chat_to_response,
+    to_chat_request,
+)
 from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT
 from ccx_asgi.errors import InvalidRequestError
+from ccx_asgi.settings import ChannelConfig
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.chat_upstream import (
     OPENAI_FIELDS,
@@ -582,3 +590,12 @@ def test_fields_whose_state_lives_at_openai_are_a_400(field: str, value: Any) ->
         to_chat_request({"model": "m", "input": "x", field: value}, model="up")
     assert caught.value.param == field and caught.value.status == 400
     assert "background" not in to_chat_request({"model": "m", "input": "x", "background": False}, model="up")
+
+
+def test_forward_fields_setting_names_exactly_the_forwardable_fields() -> None:
+    (literal,) = get_args(ChannelConfig.model_fields["chat_forward_fields"].annotation)
+    assert get_args(literal) == FORWARDABLE_FIELDS
+    with pytest.raises(ValidationError, match="chat_forward_fields"):
+        ChannelConfig.model_validate(chat_channel(chat_forward_fields=["temperature"]))
+    with pytest.raises(ValidationError, match="chat_allowed_tools"):
+        ChannelConfig.model_validate(chat_channel(chat_allowed_tools="sometimes"))
