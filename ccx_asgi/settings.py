@@ -88,6 +88,19 @@ class ChannelConfig(BaseModel):
     chat_reasoning_content: bool = Field(
         default=True, description="Chat: pass earlier reasoning back as `reasoning_content` on assistant turns."
     )
+    # chat channel options: allowed_tools and OpenAI-only request fields (issue 14)
+    chat_allowed_tools: Literal["filter", "native"] = Field(
+        default="filter",
+        description="Chat: how `tool_choice: allowed_tools` is sent: `filter` (only the allowed tools are "
+        "offered; works everywhere) or `native` (Chat's own `allowed_tools` tool choice; OpenAI).",
+    )
+    chat_forward_fields: list[Literal["safety_identifier", "verbosity", "service_tier", "prompt_cache_retention"]] = (
+        Field(
+            default_factory=list,
+            description="Chat: OpenAI-only fields to send upstream (`safety_identifier`, `verbosity` from "
+            "text.verbosity, `service_tier`, `prompt_cache_retention`); others reject unknown fields.",
+        )
+    )
 
     # claude channel options
     anthropic_version: str = Field(default="2023-06-01", description="claude: the anthropic-version header.")

@@ -259,7 +259,8 @@ def test_tool_choice_and_dropped_tools() -> None:
         ({"type": "function", "name": "g", "namespace": "ns"}, {"type": "function", "function": {"name": "ns__g"}}),
         ({"type": "web_search"}, "auto"),
         ({"type": "function", "name": "gone"}, "auto"),
-        ({"type": "allowed_tools", "mode": "required", "tools": []}, "required"),
+        ({"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "f"}]}, "required"),
+        ({"type": "allowed_tools", "mode": "auto", "tools": [{"type": "web_search"}]}, "none"),
     ]
     for choice, expected in cases:
         chat = convert({**base, "tool_choice": choice})

@@ -180,14 +180,20 @@ def test_images_as_base64_and_url_sources() -> None:
         {"type": "input_text", "text": "what is this"},
         {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}", "detail": "high"},
         {"type": "input_image", "image_url": "https://example.com/cat.jpg"},
-        {"type": "input_image", "image_url": "data:application/pdf;base64,AAAA"},
-        {"type": "input_image", "file_id": "file_1"},
     ]
     out = convert({"model": "m", "input": [{"type": "message", "role": "user", "content": content}]})
     blocks = out["messages"][0]["content"]
     assert blocks[1] == {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
     assert blocks[2]["source"] == {"type": "url", "url": "https://example.com/cat.jpg"}
     assert len(blocks) == 3
+    # What Claude cannot take is a 400 naming the part, never a silent drop (issue 14).
+    for bad, words in [
+        ({"type": "input_image", "image_url": "data:application/pdf;base64,AAAA"}, "JPEG, PNG"),
+        ({"type": "input_image", "file_id": "file_1"}, "'file_1'"),
+    ]:
+        with pytest.raises(InvalidRequestError) as caught:
+            convert({"model": "m", "input": [{"type": "message", "role": "user", "content": [*content, bad]}]})
+        assert caught.value.param == "input[0].content[3]" and words in caught.value.message
 
 
 def test_parallel_calls_custom_namespace_and_image_outputs() -> None:
@@ -247,8 +253,10 @@ def test_interrupted_and_orphan_tool_calls_still_make_a_valid_request() -> None:
     out = convert(body)
     assert [m["role"] for m in out["messages"]] == ["user", "assistant", "user"]
     last = out["messages"][2]["content"]
-    assert last[0]["type"] == "tool_result" and last[0]["tool_use_id"] == "c1"
-    assert [b["type"] for b in last[1:]] == ["text", "text", "text"]
+    # The late output moved up to its call (the message in between follows it); the ghost's text is kept.
+    assert last[0] == {"type": "tool_result", "tool_use_id": "c1", "content": "late"}
+    assert [b["type"] for b in last[1:]] == ["text", "text"]
+    assert last[1]["text"] == "never mind" and "who?" in last[2]["text"]
 
 
 @pytest.mark.parametrize(
@@ -367,7 +375,6 @@ def test_pdf_files_become_document_blocks() -> None:
         {"type": "input_text", "text": "summarise"},
         {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0xLjQK"},
         {"type": "input_file", "file_url": "https://example.com/b.pdf"},
-        {"type": "input_file", "file_id": "file_123"},
     ]
     blocks = convert({"model": "m", "input": [{"type": "message", "role": "user", "content": content}]})["messages"][0][
         "content"
@@ -375,9 +382,19 @@ def test_pdf_files_become_document_blocks() -> None:
     assert blocks[1] == {
         "type": "document",
         "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"},
+        "title": "a.pdf",
     }
     assert blocks[2]["source"] == {"type": "url", "url": "https://example.com/b.pdf"}
     assert len(blocks) == 3
+    # An uploaded-file id, another file type and audio are 400s naming the part (issue 14).
+    for bad, words in [
+        ({"type": "input_file", "file_id": "file_123"}, "'file_123'"),
+        ({"type": "input_file", "filename": "n.txt", "file_data": "data:text/plain;base64,aGk="}, "must be a PDF"),
+        ({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}, "no audio"),
+    ]:
+        with pytest.raises(InvalidRequestError) as caught:
+            convert({"model": "m", "input": [{"type": "message", "role": "user", "content": [*content, bad]}]})
+        assert caught.value.param == "input[0].content[3]" and words in caught.value.message
 
 
 def test_a_repeated_tool_output_gives_one_tool_result() -> None:

@@ -76,7 +76,16 @@ def _shape(items: list[dict[str, Any]]) -> list[str]:
         ([_call("a")], ["function_call:a", "function_call_output:a!"]),
         ([_out("zzz"), _user()], ["message:user", "message:user"]),
         ([_call("a"), _out("a"), _out("a")], ["function_call:a", "function_call_output:a", "message:user"]),
-        ([_call("a"), _user(), _out("a")], ["function_call:a", "function_call_output:a!", "message:user", "message:user"]),
+        # A message between a call and its output: the output moves up to its call (issue 14).
+        ([_call("a"), _user(), _out("a")], ["function_call:a", "function_call_output:a", "message:user"]),
+        ([_call("a"), _call("b"), _out("a"), _user(), _out("b")],
+         ["function_call:a", "function_call:b", "function_call_output:a", "function_call_output:b", "message:user"]),
+        ([_call("a"), _user(), _call("b"), _out("a"), _out("b")],
+         ["function_call:a", "function_call_output:a", "message:user", "function_call:b", "function_call_output:b"]),
+        ([_call("a"), _call("b"), _out("a"), _call("c"), _out("b"), _out("c")],
+         ["function_call:a", "function_call:b", "function_call_output:a", "function_call_output:b",
+          "function_call:c", "function_call_output:c"]),
+        ([_out("a"), _call("a"), _out("a")], ["message:user", "function_call:a", "function_call_output:a"]),
         ([_call("a"), _call("a"), _out("a")], ["function_call:a", "function_call_output:a"]),
     ],
 )  # fmt: skip

@@ -10,7 +10,10 @@ from tests.conftest import AppFactory, channel
 
 URL = "https://upstream.test/v1/responses"
 pytestmark = pytest.mark.usefixtures("upstream_via_httpx")  # respx mocks httpx
-OK = {"id": "resp_1", "object": "response", "created_at": 1, "model": "x", "output": [], "status": "completed",
+# A completed answer needs output: an empty completion fails over (docs/chat-channels.md).
+MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+           "content": [{"type": "output_text", "text": "ok", "annotations": []}]}  # fmt: skip
+OK = {"id": "resp_1", "object": "response", "created_at": 1, "model": "x", "output": [MESSAGE], "status": "completed",
       "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}  # fmt: skip
 
 

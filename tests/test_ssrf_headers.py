@@ -202,7 +202,9 @@ async def test_upstream_cookies_never_reach_other_requests(make_app: AppFactory,
 
     def upstream(request: httpx.Request) -> httpx.Response:
         seen.append(request.headers.get("cookie"))
-        body = {"id": "resp_1", "object": "response", "created_at": 1, "model": "m", "output": [],
+        message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+                   "content": [{"type": "output_text", "text": "ok", "annotations": []}]}  # fmt: skip
+        body = {"id": "resp_1", "object": "response", "created_at": 1, "model": "m", "output": [message],
                 "status": "completed", "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}  # fmt: skip
         return httpx.Response(200, json=body, headers={"set-cookie": "session=user-a-secret; Path=/"})
 

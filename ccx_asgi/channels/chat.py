@@ -36,6 +36,8 @@ def chat_options(channel: ChannelConfig) -> ChatOptions:
         stream_usage=channel.chat_stream_usage,
         reasoning_effort=channel.chat_reasoning_effort,
         reasoning_content=channel.chat_reasoning_content,
+        allowed_tools=channel.chat_allowed_tools,
+        forward_fields=frozenset(channel.chat_forward_fields),
     )
 
 

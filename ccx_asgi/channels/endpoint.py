@@ -9,7 +9,9 @@ shared by every attempt of a request:
   ``in_progress`` and empty message/reasoning items are held. Up to that point every failure
   (including ``response.failed``, an ``error`` event, or a stream that ends or completes with no
   output) is raised as an :class:`~ccx_asgi.errors.UpstreamError` so the failover layer can try the
-  next key or channel.
+  next key or channel. A non-streaming answer that completes with no output fails over the same way:
+  one rule for both (an empty answer, even Claude's legitimate empty ``end_turn``, would end a coding
+  agent's turn with nothing done; another try almost always answers).
 - Keep-alive: when nothing has been sent for ``keepalive_interval`` seconds, the stream sends a
   ``response.in_progress`` event (Codex's idle timer ignores SSE comments). If that happens before
   any content, the response is *soft-committed*: the HTTP 200, a gateway-made ``response.created``
@@ -323,6 +325,12 @@ class ChannelEndpoint:
             if not ctx.stream:
                 data = await self.upstream.read_json(attempt, response, _MAX_JSON_RESPONSE)
                 converted = adapter.convert_response(ctx, attempt, data)
+                completed = converted.get("status") == "completed"
+                if completed and _empty_completion({"type": "response.completed", "response": converted}):
+                    # The same rule as a stream that completes with no output (see the module docstring).
+                    raise UpstreamStreamError(
+                        f"channel {attempt.channel.name!r}: the upstream completed without any output"
+                    )
                 note_response(ctx, converted)  # ops: usage for the request log and metrics
                 payload = orjson.dumps(converted)
                 answer_headers = response_headers(ctx, b"application/json")

@@ -19,11 +19,12 @@ from typing import Any, Literal
 
 import orjson
 
-from ccx_asgi.convert.common import content_parts, debug_once
+from ccx_asgi.convert.common import check_parts, content_parts, debug_once
 from ccx_asgi.convert.events import ResponseStream, new_id, usage_dict
 from ccx_asgi.convert.tools import (
     ToolCatalog,
     ToolSpec,
+    allowed_tools,
     custom_input,
     output_parts,
     pair_tool_calls,
@@ -35,6 +36,7 @@ from ccx_asgi.types import Event
 from ccx_asgi.upstream_errors import response_error_code
 
 __all__ = [
+    "FORWARDABLE_FIELDS",
     "ChatConversionError",
     "ChatOptions",
     "ChatStreamTranslator",
@@ -51,6 +53,21 @@ _CALL_TYPES = frozenset({"function_call", "custom_tool_call"})
 _OUTPUT_TYPES = frozenset({"function_call_output", "custom_tool_call_output"})
 _SAME_NAME_FIELDS = ("temperature", "top_p", "stop", "user", "seed", "frequency_penalty", "presence_penalty")
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+#: Fields only some Chat upstreams (OpenAI, Azure, OpenRouter…) accept, sent per ``forward_fields``.
+FORWARDABLE_FIELDS = ("safety_identifier", "verbosity", "service_tier", "prompt_cache_retention")
+_LOGPROBS_INCLUDE = "message.output_text.logprobs"
+# The delta fields of nearly every chunk; anything else (refusal, annotations, function_call,
+# reasoning_details) takes the slower path, so plain text streams pay nothing for the rare fields.
+_COMMON_DELTA = frozenset({"role", "content", "reasoning_content", "reasoning", "tool_calls"})
+# Request fields whose meaning lives at OpenAI (stored state, background jobs): no Chat upstream can
+# honour them, so they are a 400 naming the field rather than an answer that ignores them.
+_OPENAI_STATE = {
+    "prompt": "prompt templates are stored at OpenAI; send the prompt as instructions and input",
+    "conversation": "conversations are stored at OpenAI; send the history as input items",
+    "background": "background responses are not available on this channel; stream the request instead",
+}
+# The stream index given to a legacy ``function_call`` (pre-tools API): never a real tool_calls index.
+_LEGACY_CALL = -1
 
 
 class ChatConversionError(ValueError):
@@ -67,33 +84,70 @@ class ChatOptions:
     stream_usage: bool = True
     reasoning_effort: Literal["reasoning_effort", "reasoning", "none"] = "reasoning_effort"
     reasoning_content: bool = True
+    allowed_tools: Literal["filter", "native"] = "filter"
+    forward_fields: frozenset[str] = frozenset()
 
 
 # -- Responses → Chat request ------------------------------------------------------------------
 
 
+def _part_problem(role: str, part: dict[str, Any]) -> str | None:
+    """Why a Chat upstream cannot take this image, file or audio part (see :func:`check_parts`)."""
+    kind = part.get("type")
+    if role == "tool":
+        # Images of tool outputs follow the tool messages as a user message; nothing else can.
+        return None if kind == "input_image" else f"{kind} cannot be part of a tool output on Chat channels"
+    if role != "user":
+        return f"{kind} is only accepted in user messages on Chat channels, not in {role} messages"
+    if kind == "input_audio":
+        audio = part.get("input_audio")
+        if not (
+            isinstance(audio, dict) and isinstance(audio.get("data"), str) and isinstance(audio.get("format"), str)
+        ):
+            return "input_audio needs input_audio.data (base64) and input_audio.format"
+    return None
+
+
+def _file_part(part: dict[str, Any]) -> dict[str, Any]:
+    # file_url goes in file_data: OpenRouter and LiteLLM fetch URLs there; OpenAI itself answers
+    # a clear 400 asking for base64 data, which reaches the client as is.
+    data = part.get("file_data") if isinstance(part.get("file_data"), str) else part.get("file_url")
+    file: dict[str, Any] = {"file_data": data}
+    if isinstance(part.get("filename"), str) and part["filename"]:
+        file["filename"] = part["filename"]
+    return {"type": "file", "file": file}
+
+
 def _content(parts: Any, role: str) -> str | list[dict[str, Any]]:
     """Message content: a plain string when it is only text (every upstream accepts that), parts
-    when it carries images (only user messages may)."""
+    when it carries images, files or audio (only user messages may: :func:`check_parts` ran first)."""
     if isinstance(parts, str):
         return parts
     texts: list[str] = []
     chat_parts: list[dict[str, Any]] = []
-    has_image = False
+    has_media = False
     for kind, part in content_parts(parts):
         if kind == "text":
             texts.append(part["text"])
             chat_parts.append({"type": "text", "text": part["text"]})
-        elif kind == "image" and role == "user":
+            continue
+        if kind == "image":
             image: dict[str, Any] = {"url": part["image_url"]}
             if part.get("detail") in ("low", "high", "auto"):
                 image["detail"] = part["detail"]
             chat_parts.append({"type": "image_url", "image_url": image})
-            has_image = True
+        elif kind == "file":
+            chat_parts.append(_file_part(part))
+        elif kind == "audio":
+            audio = part["input_audio"]
+            chat_parts.append(
+                {"type": "input_audio", "input_audio": {"data": audio["data"], "format": audio["format"]}}
+            )
         else:
-            # Files, audio and images outside user turns have no portable Chat form.
             debug_once(f"chat: a {part.get('type')} content part (role {role})")
-    return chat_parts if has_image else "\n\n".join(texts)
+            continue
+        has_media = True
+    return chat_parts if has_media else "\n\n".join(texts)
 
 
 def _reasoning_text(item: dict[str, Any]) -> str:
@@ -236,8 +290,6 @@ def _tool_choice(choice: Any, catalog: ToolCatalog) -> Any:
         namespace = choice.get("namespace") if isinstance(choice.get("namespace"), str) else None
         if catalog.has(choice["name"], namespace):
             return {"type": "function", "function": {"name": upstream_tool_name(choice["name"], namespace)}}
-    elif kind == "allowed_tools" and choice.get("mode") in ("auto", "required"):
-        return choice["mode"]
     return "auto"  # a choice naming a dropped (hosted) tool
 
 
@@ -257,19 +309,69 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     return None
 
 
+def _tools_and_choice(body: dict[str, Any], catalog: ToolCatalog, options: ChatOptions) -> dict[str, Any]:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` of the Chat request (empty without tools)."""
+    if not catalog.specs:
+        return {}
+    specs = catalog.specs
+    choice = body.get("tool_choice")
+    out: dict[str, Any] = {}
+    allowed = allowed_tools(choice, catalog)
+    if allowed is not None:
+        mode = choice["mode"] if isinstance(choice, dict) and choice.get("mode") in ("auto", "required") else "auto"
+        if not allowed and mode == "required":
+            raise InvalidRequestError(
+                "tool_choice.tools: none of the allowed tools can be offered to this channel's model "
+                "(hosted tools are not available on Chat channels), so a tool call cannot be required.",
+                param="tool_choice.tools",
+                code="invalid_value",
+            )
+        if not allowed:
+            out["tool_choice"] = "none"  # nothing the model may call
+        elif options.allowed_tools == "native":
+            # Chat's own allowed_tools keeps the tool list (and the upstream's prompt cache) unchanged.
+            named = [{"type": "function", "function": {"name": spec.upstream_name}} for spec in allowed]
+            out["tool_choice"] = {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": named}}
+        else:
+            specs = allowed
+            out["tool_choice"] = mode
+    elif "tool_choice" in body:
+        out["tool_choice"] = _tool_choice(choice, catalog)
+    out["tools"] = [_chat_tool(spec, options.strict_tools) for spec in specs]
+    if isinstance(body.get("parallel_tool_calls"), bool):
+        out["parallel_tool_calls"] = body["parallel_tool_calls"]
+    return out
+
+
+def _logprobs_request(body: dict[str, Any]) -> dict[str, Any]:
+    """Chat's ``logprobs``/``top_logprobs`` for Responses' ``include`` and ``top_logprobs``."""
+    include = body.get("include")
+    top = body.get("top_logprobs")
+    top = top if isinstance(top, int) and not isinstance(top, bool) and top > 0 else None
+    if not (top or (isinstance(include, list) and _LOGPROBS_INCLUDE in include)):
+        return {}
+    return {"logprobs": True, **({"top_logprobs": top} if top else {})}
+
+
 def to_chat_request(
     body: dict[str, Any], *, model: str, options: ChatOptions | None = None, catalog: ToolCatalog | None = None
 ) -> dict[str, Any]:
     """Convert a Responses request ``body`` into a Chat Completions body for ``model``.
 
     ``catalog`` is the body's :class:`ToolCatalog` when the caller already built it (it is needed
-    again to translate the answer). Fields with no Chat meaning (``store``, ``include``,
-    ``metadata``, ``client_metadata``, ``truncation``, ``service_tier``, ``text.verbosity`` …) are
-    not sent; ``prompt_cache_key`` only when ``options.prompt_cache_key``. Raises
-    :class:`~ccx_asgi.errors.InvalidRequestError` when nothing is left to send.
+    again to translate the answer). Fields with no Chat meaning (``store``, ``metadata``,
+    ``client_metadata``, ``truncation``, ``reasoning.summary`` …) are not sent; the OpenAI-only
+    fields in :data:`FORWARDABLE_FIELDS` only when ``options.forward_fields`` names them, and
+    ``prompt_cache_key`` only when ``options.prompt_cache_key`` (see ``docs/chat-channels.md`` for
+    the whole table). Raises :class:`~ccx_asgi.errors.InvalidRequestError` for a part no Chat
+    upstream can take (an uploaded ``file_id`` …) and when nothing is left to send.
     """
     options = options or ChatOptions()
+    for name, reason in _OPENAI_STATE.items():
+        if body.get(name) not in (None, False):
+            raise InvalidRequestError(f"{name}: {reason}.", param=name, code="unsupported_parameter")
     catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(body))
+    check_parts(body.get("input"), _part_problem)
     messages = chat_messages(body.get("instructions"), body.get("input"), reasoning_content=options.reasoning_content)
     if not messages:
         # Only items with no Chat form (reasoning, hosted-tool calls): every Chat upstream refuses
@@ -278,12 +380,7 @@ def to_chat_request(
             "The request has no instructions or messages to send to the model.", param="input", code="invalid_value"
         )
     chat: dict[str, Any] = {"model": model, "messages": messages}
-    if catalog.specs:
-        chat["tools"] = [_chat_tool(spec, options.strict_tools) for spec in catalog.specs]
-        if "tool_choice" in body:
-            chat["tool_choice"] = _tool_choice(body["tool_choice"], catalog)
-        if isinstance(body.get("parallel_tool_calls"), bool):
-            chat["parallel_tool_calls"] = body["parallel_tool_calls"]
+    chat.update(_tools_and_choice(body, catalog, options))
     for name in _SAME_NAME_FIELDS:
         if body.get(name) is not None:
             chat[name] = body[name]
@@ -299,6 +396,21 @@ def to_chat_request(
     response_format = _response_format(body.get("text"))
     if response_format is not None:
         chat["response_format"] = response_format
+    chat.update(_logprobs_request(body))
+    forward = options.forward_fields
+    text = body.get("text")
+    values = {
+        "safety_identifier": body.get("safety_identifier"),
+        "verbosity": text.get("verbosity") if isinstance(text, dict) else None,
+        "service_tier": body.get("service_tier"),
+        "prompt_cache_retention": body.get("prompt_cache_retention"),
+    }
+    for name, value in values.items():
+        if name in forward and isinstance(value, str):
+            chat[name] = value
+    safety = values["safety_identifier"]
+    if "safety_identifier" not in forward and isinstance(safety, str) and "user" not in chat:
+        chat["user"] = safety  # what every Chat upstream accepts for the same purpose
     if options.prompt_cache_key and isinstance(body.get("prompt_cache_key"), str):
         chat["prompt_cache_key"] = body["prompt_cache_key"]
     if body.get("stream") is True:
@@ -324,10 +436,14 @@ def chat_usage(usage: Any) -> dict[str, Any] | None:
     cached = number(prompt.get("cached_tokens")) if isinstance(prompt, dict) else 0
     # DeepSeek and Kimi report cache hits in their own fields.
     cached = cached or number(usage.get("prompt_cache_hit_tokens")) or number(usage.get("cached_tokens"))
+    # OpenRouter reports cache writes in prompt_tokens_details, LiteLLM-style proxies at the top.
+    written = number(prompt.get("cache_write_tokens")) if isinstance(prompt, dict) else 0
+    written = written or number(usage.get("cache_creation_input_tokens"))
     return usage_dict(
         number(usage.get("prompt_tokens")),
         number(usage.get("completion_tokens")),
         cached_tokens=cached,
+        cache_write_tokens=written,
         reasoning_tokens=number(completion.get("reasoning_tokens")) if isinstance(completion, dict) else 0,
     )
 
@@ -343,12 +459,74 @@ class _Call:
     custom: bool = False
 
 
-def _reasoning_delta(delta: dict[str, Any]) -> str:
+def _reasoning_text_of(delta: dict[str, Any]) -> str:
     for key in ("reasoning_content", "reasoning"):
         value = delta.get(key)
         if isinstance(value, str) and value:
             return value
     return ""
+
+
+def _reasoning_details(delta: dict[str, Any]) -> str:
+    # OpenRouter may send only the structured form: text and summary entries are readable,
+    # ``reasoning.encrypted`` entries are opaque to every other upstream and are not shown.
+    details = delta.get("reasoning_details")
+    if not isinstance(details, list):
+        return ""
+    texts = []
+    for detail in details:
+        if isinstance(detail, dict):
+            value = detail.get("text") if detail.get("type") == "reasoning.text" else None
+            value = detail.get("summary") if detail.get("type") == "reasoning.summary" else value
+            if isinstance(value, str) and value:
+                texts.append(value)
+    return "".join(texts)
+
+
+def _reasoning_delta(delta: dict[str, Any]) -> str:
+    return _reasoning_text_of(delta) or _reasoning_details(delta)
+
+
+def _logprobs(logprobs: Any) -> list[dict[str, Any]]:
+    """A Chat choice's ``logprobs`` (its content tokens) in the Responses shape (``bytes`` always a list)."""
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    out = []
+    for entry in content if isinstance(content, list) else ():
+        if not (isinstance(entry, dict) and isinstance(entry.get("token"), str)):
+            continue
+        top = entry.get("top_logprobs")
+        out.append(
+            {
+                "token": entry["token"],
+                "logprob": entry.get("logprob") if isinstance(entry.get("logprob"), int | float) else 0.0,
+                "bytes": entry.get("bytes") if isinstance(entry.get("bytes"), list) else [],
+                "top_logprobs": [
+                    {
+                        "token": t["token"],
+                        "logprob": t.get("logprob") if isinstance(t.get("logprob"), int | float) else 0.0,
+                        "bytes": t.get("bytes") if isinstance(t.get("bytes"), list) else [],
+                    }
+                    for t in (top if isinstance(top, list) else ())
+                    if isinstance(t, dict) and isinstance(t.get("token"), str)
+                ],
+            }
+        )
+    return out
+
+
+def _annotation(value: Any) -> dict[str, Any] | None:
+    """A Chat ``url_citation`` annotation in the Responses shape (others have no Responses form)."""
+    citation = value.get("url_citation") if isinstance(value, dict) and value.get("type") == "url_citation" else None
+    if not isinstance(citation, dict) or not isinstance(citation.get("url"), str):
+        return None
+    start, end = citation.get("start_index"), citation.get("end_index")
+    return {
+        "type": "url_citation",
+        "url": citation["url"],
+        "title": citation.get("title") if isinstance(citation.get("title"), str) else "",
+        "start_index": start if isinstance(start, int) else 0,
+        "end_index": end if isinstance(end, int) else 0,
+    }
 
 
 class ChatStreamTranslator:
@@ -375,6 +553,7 @@ class ChatStreamTranslator:
         self.usage: dict[str, Any] | None = None
         self._reasoning: int | None = None
         self._text: int | None = None
+        self._refusal: int | None = None
         self._calls: dict[int, _Call] = {}
 
     # -- feeding ------------------------------------------------------------------------------
@@ -395,35 +574,65 @@ class ChatStreamTranslator:
                 continue  # n > 1 is never requested; extra choices are not ours to show
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                self._delta(delta)
+                self._delta(delta, choice)
             reason = choice.get("finish_reason")
             if isinstance(reason, str) and reason and self.finish_reason is None:
                 self.finish_reason = reason
                 self._close_items()
         return self.stream.take()
 
-    def _delta(self, delta: dict[str, Any]) -> None:
+    def _switch(self, keep: str) -> None:
+        """Close the open reasoning/text/refusal item other than ``keep``: the upstream moved on.
+
+        Called only when an item opens, so at most one of the three is ever open.
+        """
+        for attr in ("_reasoning", "_text", "_refusal"):
+            index = getattr(self, attr)
+            if attr != keep and index is not None:
+                self._close(index)
+                setattr(self, attr, None)
+
+    def _delta(self, delta: dict[str, Any], choice: dict[str, Any]) -> None:
         stream = self.stream
-        reasoning = _reasoning_delta(delta)
+        common = _COMMON_DELTA.issuperset(delta)
+        reasoning = _reasoning_text_of(delta) or ("" if common else _reasoning_details(delta))
         if reasoning:
-            if self._text is not None:  # reasoning after text starts a new reasoning item
-                self._close(self._text)
-                self._text = None
             if self._reasoning is None:
+                self._switch("_reasoning")  # reasoning after text starts a new reasoning item
                 self._reasoning = stream.open_item("reasoning")
             stream.delta(self._reasoning, reasoning)
         content = delta.get("content")
         if isinstance(content, str) and content:
-            if self._reasoning is not None:
-                self._close(self._reasoning)
-                self._reasoning = None
             if self._text is None:
+                self._switch("_text")
                 self._text = stream.open_item("message")
-            stream.delta(self._text, content)
+            logprobs = choice.get("logprobs")  # null unless asked for
+            stream.delta(self._text, content, _logprobs(logprobs) if logprobs else None)
+        if not common:
+            self._rare(delta)
         fragments = delta.get("tool_calls")
         for fragment in fragments if isinstance(fragments, list) else ():
             if isinstance(fragment, dict):
                 self._tool_fragment(fragment)
+
+    def _rare(self, delta: dict[str, Any]) -> None:
+        """Annotations, refusals and legacy ``function_call`` deltas."""
+        stream = self.stream
+        annotations = delta.get("annotations")
+        for value in annotations if isinstance(annotations, list) else ():
+            annotation = _annotation(value)
+            if annotation is not None and self._text is not None:
+                stream.annotate(self._text, annotation)
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            if self._refusal is None:
+                self._switch("_refusal")
+                self._refusal = stream.open_item("refusal")
+            stream.delta(self._refusal, refusal)
+        legacy = delta.get("function_call")
+        if isinstance(legacy, dict):
+            # The pre-tools functions API: one call, no id, no index.
+            self._tool_fragment({"index": _LEGACY_CALL, "function": legacy})
 
     def _tool_fragment(self, fragment: dict[str, Any]) -> None:
         index = fragment.get("index")
@@ -453,11 +662,7 @@ class ChatStreamTranslator:
             self._open_call(call)
 
     def _open_call(self, call: _Call) -> None:
-        for attr in ("_reasoning", "_text"):
-            index = getattr(self, attr)
-            if index is not None:
-                self._close(index)
-                setattr(self, attr, None)
+        self._switch("")
         spec = self.catalog.resolve(call.name)
         call.call_id = call.call_id or new_id("call")
         if spec is not None and spec.kind == "custom":
@@ -485,10 +690,10 @@ class ChatStreamTranslator:
     def _close_items(self, status: str = "completed") -> None:
         if self.finish_reason in _INCOMPLETE:
             status = "incomplete"
-        for index in (self._reasoning, self._text):
+        for index in (self._reasoning, self._text, self._refusal):
             if index is not None:
                 self._close(index, status)
-        self._reasoning = self._text = None
+        self._reasoning = self._text = self._refusal = None
         for call in self._calls.values():
             if call.output_index is None:
                 logger.debug("chat: dropped a tool call that never got a name")
@@ -546,18 +751,22 @@ def chat_to_response(
     delta = {
         "reasoning_content": _reasoning_delta(message),
         "content": message.get("content"),
+        "annotations": message.get("annotations"),
+        "refusal": message.get("refusal"),
         "tool_calls": [
             {**call, "index": i}
             for i, call in enumerate(calls if isinstance(calls, list) else ())
             if isinstance(call, dict)
         ],
+        "function_call": message.get("function_call"),
     }
     translator = ChatStreamTranslator(model, request, catalog=catalog)
-    translator.feed(
-        {
-            "choices": [{"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason") or "stop"}],
-            "usage": data.get("usage"),
-        }
-    )
+    replayed = {
+        "index": 0,
+        "delta": delta,
+        "logprobs": choice.get("logprobs"),
+        "finish_reason": choice.get("finish_reason") or "stop",
+    }
+    translator.feed({"choices": [replayed], "usage": data.get("usage")})
     translator.finish()
     return translator.stream.response()

@@ -25,10 +25,19 @@ from typing import Any, Literal
 
 import orjson
 
-from ccx_asgi.convert.common import content_parts, debug_once, input_items, parse_data_url, reasoning_effort
+from ccx_asgi.convert.common import (
+    check_parts,
+    content_parts,
+    debug_once,
+    input_items,
+    parse_data_url,
+    reasoning_effort,
+)
 from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.convert.tools import (
     ToolCatalog,
+    ToolSpec,
+    allowed_tools,
     custom_input,
     output_parts,
     pair_tool_calls,
@@ -186,11 +195,49 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any] | None:
 def _document_block(part: dict[str, Any]) -> dict[str, Any] | None:
     data_url, file_url = part.get("file_data"), part.get("file_url")
     parsed = parse_data_url(data_url) if isinstance(data_url, str) else None
+    block: dict[str, Any] | None = None
     if parsed is not None and parsed[0] == "application/pdf" and parsed[1]:
-        return {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": parsed[1]}}
+        block = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": parsed[1]}}
+    elif isinstance(file_url, str) and file_url.startswith(("http://", "https://")):
+        block = {"type": "document", "source": {"type": "url", "url": file_url}}
+    else:
+        debug_once("input_file that is not a PDF data: URL or an http(s) file_url")
+    if block is not None and isinstance(part.get("filename"), str) and part["filename"]:
+        block["title"] = part["filename"]
+    return block
+
+
+def _part_problem(role: str, part: dict[str, Any]) -> str | None:
+    """Why Claude cannot take this image, file or audio part (see :func:`check_parts`)."""
+    kind = part.get("type")
+    if kind == "input_audio":
+        return "Claude has no audio input"
+    if kind == "input_image":
+        url = part["image_url"]
+        # Only the head of a data: URL is needed to know its type (the payload may be megabytes).
+        parsed = None if url.startswith(("http://", "https://")) else parse_data_url(url[:256])
+        media_type = parsed[0].replace("image/jpg", "image/jpeg") if parsed else None
+        if not url.startswith(("http://", "https://")) and (
+            media_type not in _IMAGE_TYPES or not parsed or not parsed[1]
+        ):
+            return "input_image must be an http(s) URL or a base64 data: URL of a JPEG, PNG, GIF or WebP image"
+        if role not in ("user", "tool"):
+            return (
+                f"images are only accepted in user messages and tool outputs on Claude channels, not in {role} messages"
+            )
+        return None
+    if role != "user":
+        where = "tool outputs" if role == "tool" else f"{role} messages"
+        return f"input_file is only accepted in user messages on Claude channels, not in {where}"
+    data_url, file_url = part.get("file_data"), part.get("file_url")
     if isinstance(file_url, str) and file_url.startswith(("http://", "https://")):
-        return {"type": "document", "source": {"type": "url", "url": file_url}}
-    debug_once("input_file that is not a PDF data: URL or an http(s) file_url")
+        return None
+    parsed = parse_data_url(data_url[:256]) if isinstance(data_url, str) else None
+    if parsed is None or parsed[0] != "application/pdf":
+        return (
+            "input_file must be a PDF on Claude channels: file_data as a data:application/pdf;base64 URL, "
+            "or an http(s) file_url"
+        )
     return None
 
 
@@ -330,9 +377,9 @@ def _convert_input(body: dict[str, Any], system: list[str]) -> list[dict[str, An
     return messages
 
 
-def _tools(catalog: ToolCatalog) -> list[dict[str, Any]]:
+def _tools(specs: list[ToolSpec]) -> list[dict[str, Any]]:
     tools = []
-    for spec in catalog.specs:
+    for spec in specs:
         schema = dict(spec.parameters)
         schema.setdefault("type", "object")
         tool: dict[str, Any] = {"name": spec.upstream_name, "input_schema": schema}
@@ -462,6 +509,7 @@ def to_claude_request(
     The input is not mutated.
     """
     catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(body))
+    check_parts(input_items(body.get("input")), _part_problem)
     instructions = body.get("instructions")
     system: list[str] = [instructions] if isinstance(instructions, str) else []
     messages = _convert_input(body, system)
@@ -478,8 +526,19 @@ def to_claude_request(
     max_tokens = max_output if isinstance(max_output, int) and max_output > 0 else default_max_tokens
     out["max_tokens"] = max_tokens
 
-    tools = _tools(catalog)
+    # allowed_tools: only the allowed tools are offered (Claude has no allowed-list tool choice).
+    allowed = allowed_tools(body.get("tool_choice"), catalog)
+    tools = _tools(allowed or catalog.specs)
     choice = _tool_choice(body.get("tool_choice"), catalog) if tools else None
+    if allowed == [] and choice is not None:
+        if choice["type"] == "any":
+            raise InvalidRequestError(
+                "tool_choice.tools: none of the allowed tools can be offered to Claude "
+                "(hosted tools are not available on Claude channels), so a tool call cannot be required.",
+                param="tool_choice.tools",
+                code="invalid_value",
+            )
+        choice = {"type": "none"}  # tools stay defined: earlier tool_use blocks need them
     if tools and choice is not None:
         out["tools"] = tools
         if body.get("parallel_tool_calls") is False and choice["type"] != "none":

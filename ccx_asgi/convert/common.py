@@ -2,7 +2,9 @@
 
 - :func:`input_items` turns a Responses ``input`` (a string or an item list) into a list of items;
 - :func:`content_parts` iterates a message's content as ``(kind, part)`` pairs with ``kind`` one of
-  ``"text"``, ``"image"``, ``"file"`` or ``"other"``;
+  ``"text"``, ``"image"``, ``"file"``, ``"audio"`` or ``"other"``;
+- :func:`check_parts` finds the first image, file or audio part of a request a channel cannot send
+  and answers 400 naming it (``input[3].content[1]``), instead of a silent drop;
 - :func:`parse_data_url` splits a ``data:`` image URL into media type and base64 payload;
 - :func:`reasoning_effort` reads ``reasoning.effort`` (``None`` when absent or ``"none"``).
 """
@@ -10,14 +12,29 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
-__all__ = ["PartKind", "content_parts", "debug_once", "input_items", "parse_data_url", "reasoning_effort"]
+from ccx_asgi.errors import InvalidRequestError
+
+__all__ = [
+    "PartKind",
+    "PartProblem",
+    "check_parts",
+    "content_parts",
+    "debug_once",
+    "input_items",
+    "parse_data_url",
+    "reasoning_effort",
+    "unresolved_file",
+]
 
 logger = logging.getLogger("ccx_asgi.convert")
 
-PartKind = Literal["text", "image", "file", "other"]
+PartKind = Literal["text", "image", "file", "audio", "other"]
+#: ``(role, part) -> why the channel cannot send it`` (``None`` when it can); ``role`` is ``"tool"``
+#: for the parts of a tool output.
+PartProblem = Callable[[str, dict[str, Any]], str | None]
 
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
 _EFFORTS = frozenset({"minimal", "low", "medium", "high", "xhigh"})
@@ -67,8 +84,59 @@ def content_parts(content: Any) -> Iterator[tuple[PartKind, dict[str, Any]]]:
             yield "image", part
         elif kind == "input_file":
             yield "file", part
+        elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
+            yield "audio", part
         else:
             yield "other", part
+
+
+_MEDIA_PARTS = frozenset({"input_image", "input_file", "input_audio"})
+_OUTPUT_ITEMS = frozenset({"function_call_output", "custom_tool_call_output"})
+
+
+def unresolved_file(part: dict[str, Any]) -> str | None:
+    """Why ``part`` cannot be sent anywhere: an uploaded-file reference (``file_id``) with no inline
+    data or URL. The gateway has no Files API to resolve such ids against."""
+    kind = part.get("type")
+    if kind == "input_image" and not isinstance(part.get("image_url"), str):
+        if part.get("file_id"):
+            return (
+                f"input_image refers to the uploaded file {part['file_id']!r}, which this gateway cannot "
+                "resolve; send the image inline as image_url (a data: URL or an https URL)"
+            )
+        return "input_image has no image_url"
+    if kind == "input_file" and not (isinstance(part.get("file_data"), str) or isinstance(part.get("file_url"), str)):
+        if part.get("file_id"):
+            return (
+                f"input_file refers to the uploaded file {part['file_id']!r}, which this gateway cannot "
+                "resolve; send the file inline as file_data (a data: URL) or as file_url"
+            )
+        return "input_file has no file_data or file_url"
+    return None
+
+
+def check_parts(items: Any, problem: PartProblem) -> None:
+    """Raise :class:`~ccx_asgi.errors.InvalidRequestError` for the first image, file or audio part of
+    ``items`` (message contents and tool outputs) that ``problem`` refuses, naming its place."""
+    for i, item in enumerate(items if isinstance(items, list) else ()):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind == "message":
+            field, role = "content", str(item.get("role") or "user")
+        elif isinstance(kind, str) and kind in _OUTPUT_ITEMS:
+            field, role = "output", "tool"
+        else:
+            continue
+        parts = item.get(field)
+        if not isinstance(parts, list):
+            continue
+        for j, part in enumerate(parts):
+            if isinstance(part, dict) and isinstance(part.get("type"), str) and part["type"] in _MEDIA_PARTS:
+                reason = unresolved_file(part) or problem(role, part)
+                if reason is not None:
+                    where = f"input[{i}].{field}[{j}]"
+                    raise InvalidRequestError(f"{where}: {reason}.", param=where, code="invalid_value")
 
 
 def parse_data_url(url: str) -> tuple[str, str] | None:

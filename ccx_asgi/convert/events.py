@@ -25,11 +25,15 @@ from typing import Any, Literal
 from ccx_asgi.types import Event
 from ccx_asgi.upstream_errors import RESPONSE_ERROR_CODES
 
-__all__ = ["ItemKind", "ResponseStream", "new_id", "usage_dict"]
+__all__ = ["ItemKind", "ResponseStream", "new_id", "response_echo", "usage_dict"]
 
-ItemKind = Literal["message", "reasoning", "function_call", "custom_tool_call"]
+#: ``refusal`` is a ``message`` item whose one content part is a ``refusal`` instead of ``output_text``.
+ItemKind = Literal["message", "refusal", "reasoning", "function_call", "custom_tool_call"]
 
-_ID_PREFIX = {"message": "msg", "reasoning": "rs", "function_call": "fc", "custom_tool_call": "ctc"}
+_ID_PREFIX = {"message": "msg", "refusal": "msg", "reasoning": "rs", "function_call": "fc", "custom_tool_call": "ctc"}
+_TOOL_CHOICE_MODES = frozenset({"none", "auto", "required"})
+# Choice objects a converted channel can honour; one naming a hosted tool is served (and echoed) as auto.
+_TOOL_CHOICE_TYPES = frozenset({"function", "custom", "allowed_tools"})
 
 
 def new_id(prefix: str) -> str:
@@ -55,6 +59,64 @@ def usage_dict(
     }
 
 
+def _number(value: Any) -> float | int | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def response_echo(request: dict[str, Any]) -> dict[str, Any]:
+    """The request settings a response object repeats, as OpenAI echoes them.
+
+    Built once per :class:`ResponseStream` (the request's values are shared, not copied). Absent
+    fields take OpenAI's documented defaults where the gateway knows them (``store`` true,
+    ``parallel_tool_calls`` true, ``tool_choice`` auto, ``text.format`` text, ``truncation``
+    disabled); sampling values the client left out are ``null`` rather than a guess at the
+    upstream's default. A ``tool_choice`` naming a hosted tool is echoed as ``auto``, which is how
+    converted channels serve it.
+    """
+    tools = request.get("tools")
+    choice = request.get("tool_choice")
+    text = request.get("text")
+    if isinstance(text, dict):
+        text = text if "format" in text else {"format": {"type": "text"}, **text}
+    else:
+        text = {"format": {"type": "text"}}
+    instructions = request.get("instructions")
+    metadata = request.get("metadata")
+    reasoning = request.get("reasoning")
+    store = request.get("store")
+    parallel = request.get("parallel_tool_calls")
+    max_output = request.get("max_output_tokens")
+    top_logprobs = request.get("top_logprobs")
+    truncation = request.get("truncation")
+    return {
+        "instructions": instructions if isinstance(instructions, str | list) else None,
+        "max_output_tokens": max_output if isinstance(max_output, int) and not isinstance(max_output, bool) else None,
+        "metadata": metadata if isinstance(metadata, dict) else {},
+        "parallel_tool_calls": parallel if isinstance(parallel, bool) else True,
+        "previous_response_id": _text_or_none(request.get("previous_response_id")),
+        "prompt_cache_key": _text_or_none(request.get("prompt_cache_key")),
+        "reasoning": reasoning if isinstance(reasoning, dict) else None,
+        "safety_identifier": _text_or_none(request.get("safety_identifier")),
+        "service_tier": _text_or_none(request.get("service_tier")),
+        "store": store if isinstance(store, bool) else True,
+        "temperature": _number(request.get("temperature")),
+        "text": text,
+        "tool_choice": choice
+        if (isinstance(choice, str) and choice in _TOOL_CHOICE_MODES)
+        or (isinstance(choice, dict) and isinstance(choice.get("type"), str) and choice["type"] in _TOOL_CHOICE_TYPES)
+        else "auto",
+        "tools": tools if isinstance(tools, list) else [],
+        "top_logprobs": top_logprobs if isinstance(top_logprobs, int) and not isinstance(top_logprobs, bool) else None,
+        "top_p": _number(request.get("top_p")),
+        "truncation": truncation if isinstance(truncation, str) else "disabled",
+        "user": _text_or_none(request.get("user")),
+    }
+
+
 @dataclass(slots=True)
 class _Item:
     kind: ItemKind
@@ -62,24 +124,22 @@ class _Item:
     id: str
     data: dict[str, Any]
     parts: list[str] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+    annotations: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ResponseStream:
     """Builds one response's event sequence. See the module docstring for the guarantees.
 
     ``model`` is echoed as the client asked for it; ``request`` (the client's Responses body) supplies
-    ``tool_choice``/``parallel_tool_calls`` for the response object.
+    the settings the response object repeats (:func:`response_echo`, built once here).
     """
 
     def __init__(self, model: str, request: dict[str, Any] | None = None, *, response_id: str | None = None):
         self.id = response_id or new_id("resp")
         self.model = model
         self.created_at = int(time.time())
-        request = request or {}
-        choice = request.get("tool_choice", "auto")
-        self._tool_choice = choice if isinstance(choice, str) else "auto"
-        parallel = request.get("parallel_tool_calls", True)
-        self._parallel = parallel if isinstance(parallel, bool) else True
+        self._echo = response_echo(request or {})
         self._seq = 0
         self._events: list[Event] = []
         self._open: dict[int, _Item] = {}
@@ -112,9 +172,7 @@ class ResponseStream:
             "status": self.status,
             "model": self.model,
             "output": [item for item in self._output if item is not None],
-            "parallel_tool_calls": self._parallel,
-            "tool_choice": self._tool_choice,
-            "tools": [],
+            **self._echo,
             "error": self._error,
             "incomplete_details": self._incomplete,
             "usage": self.usage,
@@ -155,7 +213,7 @@ class ResponseStream:
         index = len(self._output)
         item_id = new_id(_ID_PREFIX[kind])
         data: dict[str, Any]
-        if kind == "message":
+        if kind in ("message", "refusal"):
             data = {
                 "id": item_id,
                 "type": "message",
@@ -191,14 +249,19 @@ class ResponseStream:
         self._open[index] = item
         self._output.append(None)
         self._emit({"type": "response.output_item.added", "output_index": index, "item": dict(data)})
-        if kind == "message":
+        if kind in ("message", "refusal"):
+            part = (
+                {"type": "refusal", "refusal": ""}
+                if kind == "refusal"
+                else {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            )
             self._emit(
                 {
                     "type": "response.content_part.added",
                     "item_id": item_id,
                     "output_index": index,
                     "content_index": 0,
-                    "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                    "part": part,
                 }
             )
         elif kind == "reasoning":
@@ -213,21 +276,46 @@ class ResponseStream:
             )
         return index
 
-    def delta(self, index: int, text: str) -> None:
-        """Append ``text`` to the open item ``index`` (text, reasoning summary, arguments or input)."""
+    def delta(self, index: int, text: str, logprobs: list[dict[str, Any]] | None = None) -> None:
+        """Append ``text`` to the open item ``index`` (text, refusal, reasoning summary, arguments or input).
+
+        ``logprobs`` (message text only) are the tokens of ``text`` in the shape of the final
+        ``output_text`` part (``token``, ``logprob``, ``bytes``, ``top_logprobs``).
+        """
         if not text:
             return
         item = self._open[index]
         item.parts.append(text)
         base = {"item_id": item.id, "output_index": index, "delta": text}
         if item.kind == "message":
-            self._emit({"type": "response.output_text.delta", **base, "content_index": 0, "logprobs": []})
+            if logprobs:
+                item.logprobs.extend(logprobs)
+            self._emit({"type": "response.output_text.delta", **base, "content_index": 0, "logprobs": logprobs or []})
+        elif item.kind == "refusal":
+            self._emit({"type": "response.refusal.delta", **base, "content_index": 0})
         elif item.kind == "reasoning":
             self._emit({"type": "response.reasoning_summary_text.delta", **base, "summary_index": 0})
         elif item.kind == "function_call":
             self._emit({"type": "response.function_call_arguments.delta", **base})
         else:
             self._emit({"type": "response.custom_tool_call_input.delta", **base})
+
+    def annotate(self, index: int, annotation: dict[str, Any]) -> None:
+        """Add an annotation (such as a ``url_citation``) to the text of the open message ``index``."""
+        item = self._open[index]
+        if item.kind != "message":
+            return
+        self._emit(
+            {
+                "type": "response.output_text.annotation.added",
+                "item_id": item.id,
+                "output_index": index,
+                "content_index": 0,
+                "annotation_index": len(item.annotations),
+                "annotation": annotation,
+            }
+        )
+        item.annotations.append(annotation)
 
     def is_open(self, index: int) -> bool:
         """Whether item ``index`` is still open."""
@@ -243,8 +331,30 @@ class ResponseStream:
         text = "".join(item.parts)
         data = item.data
         data["status"] = status
-        if item.kind == "message":
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        part: dict[str, Any]
+        if item.kind == "refusal":
+            part = {"type": "refusal", "refusal": text}
+            data["content"] = [part]
+            self._emit(
+                {
+                    "type": "response.refusal.done",
+                    "item_id": item.id,
+                    "output_index": index,
+                    "content_index": 0,
+                    "refusal": text,
+                }
+            )
+            self._emit(
+                {
+                    "type": "response.content_part.done",
+                    "item_id": item.id,
+                    "output_index": index,
+                    "content_index": 0,
+                    "part": part,
+                }
+            )
+        elif item.kind == "message":
+            part = {"type": "output_text", "text": text, "annotations": item.annotations, "logprobs": item.logprobs}
             data["content"] = [part]
             self._emit(
                 {
@@ -253,7 +363,7 @@ class ResponseStream:
                     "output_index": index,
                     "content_index": 0,
                     "text": text,
-                    "logprobs": [],
+                    "logprobs": item.logprobs,
                 }
             )
             self._emit(

@@ -8,6 +8,7 @@
   are dropped.
 - :func:`pair_tool_calls` repairs a history so every call has exactly one output right after its
   call group and every output has its call — strict upstreams reject anything else.
+- :func:`allowed_tools` reads the restriction of a ``tool_choice: allowed_tools``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "NAMESPACE_SEPARATOR",
     "ToolCatalog",
     "ToolSpec",
+    "allowed_tools",
     "custom_input",
     "output_parts",
     "pair_tool_calls",
@@ -229,71 +231,106 @@ def _orphan_message(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _answers(items: list[dict[str, Any]]) -> dict[str, int]:
+    """``call_id`` → position of the output that answers it: the first output after the call."""
+    called: set[str] = set()
+    answers: dict[str, int] = {}
+    for position, item in enumerate(items):
+        kind = item.get("type", "message")
+        call_id = item.get("call_id")
+        if not isinstance(call_id, str):
+            continue
+        if kind in _CALL_TYPES:
+            called.add(call_id)
+        elif kind in _OUTPUT_TYPES and call_id in called and call_id not in answers:
+            answers[call_id] = position
+    return answers
+
+
 def pair_tool_calls(items: Iterable[Any]) -> list[dict[str, Any]]:
     """Repair tool-call pairing in a Responses ``input`` list, deterministically.
 
+    - an output that comes later than its call group (a message in between, such as Codex's
+      warning about ``apply_patch`` run through the shell) moves up to right after the group, and
+      what was between follows it, so the upstream sees the real output;
     - a call without an output (an interrupted turn) gets :data:`INTERRUPTED_OUTPUT` right after
       its group of calls;
-    - an output whose call is not in the open group (never made, made later, or already answered)
-      becomes a user message carrying its text, so nothing is lost;
-    - a call that comes after outputs of the open group starts a new group (the open group is
-      closed first); orphan outputs met inside a group follow it as messages once it is closed;
+    - an output whose call never came before it (or was already answered) becomes a user message
+      carrying its text, so nothing is lost; met inside a call group, it follows the group;
+    - a call that comes after an output starts a new group;
     - a repeated call with an id already used is dropped (upstreams reject duplicate ids);
     - non-dict items and items whose ``type`` is not a string are dropped.
     The input is not mutated; items that need no change are returned as the same objects.
     """
+    # A malformed item ("type": [] …) could not be sent to any upstream either.
+    valid = [item for item in items if isinstance(item, dict) and isinstance(item.get("type", "message"), str)]
+    answers = _answers(valid)
+    moved = set(answers.values())
     out: list[dict[str, Any]] = []
-    pending: dict[str, dict[str, Any]] = {}  # call_id -> call, in the current call group
-    answered: set[str] = set()
-    # Orphans met inside a call group wait for the group to close: a message between a call and
-    # its output would break the pairing the upstream checks.
-    orphans: list[dict[str, Any]] = []
-    answering = False  # the current group has started receiving outputs
+    group: dict[str, dict[str, Any]] = {}  # call_id -> call, in the open call group
+    used: set[str] = set()
+    orphans: list[dict[str, Any]] = []  # orphan outputs met inside the open group
 
     def close_group() -> None:
-        nonlocal answering
-        answering = False
-        for call_id, call in pending.items():
-            kind = "custom_tool_call_output" if call.get("type") == "custom_tool_call" else "function_call_output"
-            out.append({"type": kind, "call_id": call_id, "output": INTERRUPTED_OUTPUT})
-        answered.update(pending)  # an interrupted call's id is used up too
-        pending.clear()
+        positions = sorted(answers[call_id] for call_id in group if call_id in answers)
+        out.extend(valid[position] for position in positions)
+        for call_id, call in group.items():
+            if call_id not in answers:
+                kind = "custom_tool_call_output" if call.get("type") == "custom_tool_call" else "function_call_output"
+                out.append({"type": kind, "call_id": call_id, "output": INTERRUPTED_OUTPUT})
+        group.clear()
         out.extend(orphans)
         orphans.clear()
 
-    for item in items:
-        if not isinstance(item, dict):
-            continue
+    for position, item in enumerate(valid):
         kind = item.get("type", "message")
-        if not isinstance(kind, str):
-            continue  # a malformed item ("type": [] …): no upstream could take it either
         if kind in _CALL_TYPES:
             call_id = item.get("call_id")
-            if isinstance(call_id, str) and call_id not in answered and call_id not in pending:
-                if not pending or answering:
-                    # A new group: the previous one's missing outputs and orphans go first.
-                    close_group()
-                pending[call_id] = item
+            if isinstance(call_id, str) and call_id not in used:
+                used.add(call_id)
+                group[call_id] = item
                 out.append(item)
             continue
         if kind in _OUTPUT_TYPES:
-            call_id = item.get("call_id")
-            if isinstance(call_id, str) and call_id in pending:
-                del pending[call_id]
-                answered.add(call_id)
-                answering = True
-                out.append(item)
-            else:
-                (orphans if pending or orphans else out).append(_orphan_message(item))
+            if position not in moved:
+                (orphans if group else out).append(_orphan_message(item))
+            elif group:
+                close_group()  # the outputs of the group start here (this one is among them)
             continue
-        if kind == "reasoning" and pending:
-            # Reasoning between calls and outputs belongs to the next assistant turn; keep order.
+        if kind == "reasoning" and group:
+            # Reasoning between calls belongs to the same assistant turn; keep order.
             out.append(item)
             continue
         close_group()
         out.append(item)
     close_group()
     return out
+
+
+def allowed_tools(choice: Any, catalog: ToolCatalog) -> list[ToolSpec] | None:
+    """The tools a ``tool_choice: {type: allowed_tools, tools: [...]}`` permits, in catalog order.
+
+    ``None`` for any other choice. Entries name ``function``/``custom`` tools (with their
+    ``namespace``) or whole ``namespace`` groups; hosted tools are not in the catalog anyway.
+    """
+    if not (isinstance(choice, dict) and choice.get("type") == "allowed_tools"):
+        return None
+    names: set[str] = set()
+    namespaces: set[str] = set()
+    for tool in choice.get("tools") or ():
+        name = tool.get("name") if isinstance(tool, dict) else None
+        if not isinstance(name, str):
+            continue
+        if tool.get("type") == "namespace":
+            namespaces.add(name)
+        elif tool.get("type") in ("function", "custom"):
+            namespace = tool.get("namespace")
+            names.add(upstream_tool_name(name, namespace if isinstance(namespace, str) and namespace else None))
+    return [
+        spec
+        for spec in catalog.specs
+        if spec.upstream_name in names or (spec.namespace is not None and spec.namespace in namespaces)
+    ]
 
 
 def request_tools(body: dict[str, Any]) -> list[Any]:

@@ -3,7 +3,10 @@
 Strict like the real ones, so a converter bug shows up as the 400 a user would get:
 unknown top-level or message fields, a ``tool`` message without a preceding call, an assistant call
 without its ``tool`` answers, duplicate call ids, tool names outside ``[A-Za-z0-9_-]{1,64}``,
-``tool_choice``/``parallel_tool_calls`` without tools, ``stream_options`` without ``stream``. The
+``tool_choice``/``parallel_tool_calls`` without tools, ``stream_options`` without ``stream``,
+``top_logprobs`` without ``logprobs``, malformed ``file``/``input_audio`` parts. OpenAI-only fields
+(:data:`OPENAI_FIELDS`) and the native ``allowed_tools`` tool choice are refused unless the fake
+is told it stands in for OpenAI (``extra_fields``, ``native_allowed_tools``). The
 ``strict_roles`` variant rejects the ``developer`` role exactly like DeepSeek (HTTP 422 "unknown
 variant `developer`"); ``require_reasoning_content`` demands ``reasoning_content`` on assistant
 tool-call turns like DeepSeek's thinking mode; ``max_tokens_field`` rejects the other spelling.
@@ -32,6 +35,15 @@ KNOWN_FIELDS = frozenset(
         "response_format", "stream", "stream_options", "n", "logprobs", "top_logprobs", "logit_bias",
     }
 )  # fmt: skip
+#: Fields OpenAI's Chat Completions accepts and most other Chat upstreams reject, with their values.
+OPENAI_FIELDS: dict[str, frozenset[str] | None] = {
+    "safety_identifier": None,
+    "verbosity": frozenset({"low", "medium", "high"}),
+    "service_tier": frozenset({"auto", "default", "flex", "scale", "priority"}),
+    "prompt_cache_retention": frozenset({"in_memory", "24h"}),
+    "prompt_cache_key": None,
+}
+_AUDIO_FORMATS = frozenset({"wav", "mp3"})
 _MESSAGE_FIELDS = {
     "system": {"role", "content", "name"},
     "developer": {"role", "content", "name"},
@@ -139,6 +151,10 @@ def completion_from_chunks(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     """The non-streaming ``chat.completion`` equivalent of a chunk list."""
     content: list[str] = []
     reasoning: list[str] = []
+    refusal: list[str] = []
+    annotations: list[dict[str, Any]] = []
+    logprobs: list[dict[str, Any]] = []
+    legacy: dict[str, str] = {}
     calls: dict[int, dict[str, Any]] = {}
     finish: str | None = None
     total: dict[str, Any] | None = None
@@ -148,6 +164,11 @@ def completion_from_chunks(chunks: list[dict[str, Any]]) -> dict[str, Any]:
             delta = choice.get("delta") or {}
             content.append(delta.get("content") or "")
             reasoning.append(delta.get("reasoning_content") or "")
+            refusal.append(delta.get("refusal") or "")
+            annotations.extend(delta.get("annotations") or ())
+            logprobs.extend((choice.get("logprobs") or {}).get("content") or ())
+            for key, value in (delta.get("function_call") or {}).items():
+                legacy[key] = legacy.get(key, "") + value
             for frag in delta.get("tool_calls") or ():
                 call = calls.setdefault(
                     frag["index"], {"id": frag.get("id"), "type": "function", "function": {"name": "", "arguments": ""}}
@@ -156,17 +177,26 @@ def completion_from_chunks(chunks: list[dict[str, Any]]) -> dict[str, Any]:
                 call["function"]["name"] += function.get("name") or ""
                 call["function"]["arguments"] += function.get("arguments") or ""
             finish = choice.get("finish_reason") or finish
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(content) or None}
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(content) or None, "refusal": None}
     if any(reasoning):
         message["reasoning_content"] = "".join(reasoning)
+    if any(refusal):
+        message["refusal"] = "".join(refusal)
+    if annotations:
+        message["annotations"] = annotations
     if calls:
         message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    if legacy:
+        message["function_call"] = legacy
+    choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+    if logprobs:
+        choice["logprobs"] = {"content": logprobs, "refusal": None}
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": "fake-chat",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "choices": [choice],
         "usage": total,
     }
 
@@ -189,6 +219,19 @@ def _check_content(content: Any, role: str, where: str) -> str | None:
             image = part["image_url"]
             if isinstance(image, dict) and isinstance(image.get("url"), str) and set(image) <= {"url", "detail"}:
                 continue
+        if kind == "file" and role == "user" and set(part) == {"type", "file"}:
+            file = part["file"]
+            if (
+                isinstance(file, dict)
+                and set(file) <= {"file_data", "file_id", "filename"}
+                and all(isinstance(v, str) and v for v in file.values())
+                and ("file_data" in file or "file_id" in file)
+            ):
+                continue
+        if kind == "input_audio" and role == "user" and set(part) == {"type", "input_audio"}:
+            audio = part["input_audio"]
+            if isinstance(audio, dict) and set(audio) == {"data", "format"} and audio["format"] in _AUDIO_FORMATS:
+                continue
         return f"{where}.content[{j}]: invalid content part for role {role!r}"
     return None
 
@@ -200,6 +243,7 @@ def validate_chat_request(
     require_reasoning_content: bool = False,
     max_tokens_field: str | None = None,
     extra_fields: frozenset[str] = frozenset(),
+    native_allowed_tools: bool = False,
 ) -> tuple[int, str] | None:
     """Why a real upstream would reject ``body`` (``(status, message)``), or ``None`` when it is valid."""
     if not isinstance(body, dict):
@@ -207,6 +251,16 @@ def validate_chat_request(
     unknown = sorted(set(body) - KNOWN_FIELDS - extra_fields)
     if unknown:
         return 400, f"Unrecognized request argument supplied: {unknown[0]}"
+    for name, values in OPENAI_FIELDS.items():
+        value = body.get(name)
+        if name in body and (not isinstance(value, str) or (values is not None and value not in values)):
+            return 400, f"Invalid value for '{name}': {value!r}"
+    if "top_logprobs" in body:
+        top = body["top_logprobs"]
+        if body.get("logprobs") is not True:
+            return 400, "Invalid value for 'top_logprobs': logprobs must be set to true when top_logprobs is used."
+        if not isinstance(top, int) or not 0 <= top <= 20:
+            return 400, f"Invalid 'top_logprobs': {top!r} (expected an integer from 0 to 20)"
     if not isinstance(body.get("model"), str) or not body["model"]:
         return 400, "you must provide a model parameter"
     if max_tokens_field is not None:
@@ -239,7 +293,20 @@ def validate_chat_request(
         if name in body and not tool_names:
             return 400, f"Invalid value for '{name}': only allowed when 'tools' are specified."
     choice = body.get("tool_choice")
-    if isinstance(choice, dict):
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = choice.get("allowed_tools")
+        if not native_allowed_tools:
+            return 400, "Invalid value for 'tool_choice': unknown variant `allowed_tools`"
+        if set(choice) != {"type", "allowed_tools"} or not isinstance(allowed, dict):
+            return 400, "Invalid 'tool_choice': allowed_tools needs an allowed_tools object"
+        entries = allowed.get("tools")
+        if allowed.get("mode") not in ("auto", "required") or not isinstance(entries, list) or not entries:
+            return 400, "Invalid 'tool_choice.allowed_tools': needs a mode (auto, required) and a non-empty tools list"
+        for entry in entries:
+            name = (entry.get("function") or {}).get("name") if isinstance(entry, dict) else None
+            if not isinstance(entry, dict) or entry.get("type") != "function" or name not in tool_names:
+                return 400, f"Invalid 'tool_choice.allowed_tools.tools': {entry!r} is not among the tools"
+    elif isinstance(choice, dict):
         named = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
         if named not in tool_names:
             return 400, f"Invalid value for 'tool_choice': function {named!r} is not among the tools"
@@ -401,6 +468,7 @@ class FakeChatUpstream:
     require_reasoning_content: bool = False
     max_tokens_field: str | None = None
     extra_fields: frozenset[str] = frozenset()
+    native_allowed_tools: bool = False
     delay: float = 0.0
     requests: list[Recorded] = field(default_factory=list)
 
@@ -426,6 +494,7 @@ class FakeChatUpstream:
             require_reasoning_content=self.require_reasoning_content,
             max_tokens_field=self.max_tokens_field,
             extra_fields=self.extra_fields,
+            native_allowed_tools=self.native_allowed_tools,
         )
         if problem is not None:
             await send_json(send, *error(*problem))
