@@ -277,6 +277,11 @@ class MemoryBlobStore:
         """The weight of what is held (at most ``max_bytes``)."""
         return int(self._cache.currsize)
 
+    @property
+    def held_bytes(self) -> int:
+        """The bytes of the records held (at most ``size``)."""
+        return sum(len(data) for data, _ in self._cache.values())
+
     async def get(self, namespace: str, key: str) -> bytes | None:
         """See :meth:`BlobStore.get`."""
         entry = self._cache.get((namespace, key))
