@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Collection
 from typing import Any
 
 import httpx
@@ -95,8 +96,12 @@ def claude_script(body: dict[str, Any]) -> claude_upstream.Reply:
 # -- native ------------------------------------------------------------------------------------
 
 
-def native_brain(items: list[dict[str, Any]]) -> str:
+def native_brain(items: list[dict[str, Any]], tools: Collection[str] = ()) -> str | dict[str, str]:
     """The brain over the expanded Responses input a stateful upstream resolved."""
+    if items and items[-1].get("type") == "function_call_output":
+        return f"The weather is {items[-1]['output']}."
+    if "get_weather" in tools:
+        return {"name": "get_weather", "arguments": '{"city": "Paris"}'}
     return answer(item_texts(items))
 
 

@@ -445,3 +445,43 @@ async def test_claude_thinking_survives_a_chained_tool_turn(make_app: AppFactory
     finally:
         await client.close()
         await app.aclose()
+
+
+class SlowFailure:
+    """Wraps a fake: POST /responses waits ``delay`` seconds, then answers 503 (after a keep-alive)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(self.delay)
+        await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"error": {"message": "overloaded"}}'})
+
+
+async def test_native_id_after_a_keepalive_failover_maps_to_the_upstream_id(make_app: AppFactory) -> None:
+    """A keep-alive soft-committed the stream with a gateway-made id before channel b answered: the
+    client knows the response by that id, b by its own; retrieve and follow-ups translate."""
+    b = StatefulResponsesUpstream(brain=native_brain)
+    app = make_app(
+        [channel_for("responses", "a", priority=0), channel_for("responses", "b", priority=1)],
+        transport=routed(a=SlowFailure(0.3), b=b),
+        keepalive_interval=0.05,
+        affinity_ttl=0,
+    )
+    client = sdk(app)
+    try:
+        first = await create(client, stream=True, model="gpt-x", input="My secret word is PLUM.")
+        ((_, upstream_id),) = b.stored
+        assert first.id != upstream_id  # the client saw the gateway's id
+        got = await client.responses.retrieve(first.id)
+        assert got.id == first.id and got.output_text == "Noted."
+        assert b.requests[-1].path == f"/v1/responses/{upstream_id}"
+        follow = await create(client, stream=False, model="gpt-x", input=QUESTION, previous_response_id=first.id)
+        assert follow.output_text == "Your secret word is PLUM."
+        assert b.requests[-1].body["previous_response_id"] == upstream_id
+    finally:
+        await client.close()
+        await app.aclose()

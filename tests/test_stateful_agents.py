@@ -1,5 +1,6 @@
 """openai-agents with ``auto_previous_response_id=True``: a tool loop whose later turns carry only
-the tool's output, on chat (DeepSeek's thinking mode) and claude channels, streaming and not."""
+the tool's output, on chat (DeepSeek's thinking mode), claude and native responses channels,
+streaming and not."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def get_weather(city: str) -> str:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["run", "streamed"])
-@pytest.mark.parametrize("kind", ["chat", "claude"])
+@pytest.mark.parametrize("kind", ["chat", "claude", "responses"])
 async def test_agent_tool_loop_with_automatic_chaining(make_app: AppFactory, kind: str, stream: bool) -> None:
     fake = upstream_for(kind)
     app = make_app([channel_for(kind)], transport=routed(**{kind: fake}))
@@ -75,6 +76,12 @@ async def test_agent_tool_loop_with_automatic_chaining(make_app: AppFactory, kin
         assert len(sent) == 2 and "previous_response_id" not in sent[0]
         assert sent[1]["previous_response_id"]
         assert [i["type"] for i in sent[1]["input"]] == ["function_call_output"]
+        if kind == "responses":
+            # The native upstream resolved the chain itself, on the key that holds it.
+            second = fake.requests[-1].body
+            assert len(fake.requests) == 2
+            assert second["previous_response_id"] == sent[1]["previous_response_id"]
+            return
         first, second = (r.body for r in fake.requests)
         # The agent sent only the tool output on its second turn; the upstream got the whole chain.
         roles = [m["role"] for m in second["messages"]]

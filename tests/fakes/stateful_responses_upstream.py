@@ -10,7 +10,7 @@ so tests can check that a follow-up reached the account that holds its history.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +21,9 @@ from ccx_asgi.sse import encode_event
 from tests.fakes.asgi import read_request, send_json
 from tests.fakes.responses_upstream import KNOWN_FIELDS, Recorded, _check_input
 
-#: Turns the expanded input items into the answer's text.
-Brain = Callable[[list[dict[str, Any]]], str]
+#: Turns the expanded input items and the request's tool names into the answer: a text, or a
+#: function call as ``{"name": ..., "arguments": ...}``.
+Brain = Callable[[list[dict[str, Any]], Collection[str]], "str | dict[str, str]"]
 
 
 def _error(status: int, message: str, *, param: str | None = None, code: str | None = None) -> tuple[int, Any]:
@@ -123,8 +124,14 @@ class StatefulResponsesUpstream:
             await send_json(send, *_error(400, problem))
             return
         stream = ResponseStream(body["model"], body)
-        index = stream.open_item("message")
-        stream.delta(index, self.brain(expanded))
+        tools = {t.get("name", "") for t in body.get("tools") or () if isinstance(t, dict)}
+        answer = self.brain(expanded, tools)
+        if isinstance(answer, dict):
+            index = stream.open_item("function_call", name=answer["name"])
+            stream.delta(index, answer["arguments"])
+        else:
+            index = stream.open_item("message")
+            stream.delta(index, answer)
         stream.complete(usage_dict(10 * len(expanded), 5))
         final = stream.response()
         if body.get("store", True) is not False:
