@@ -277,7 +277,7 @@ class CCXSettings(BaseSettings):
         default=10_000, ge=1, description="Stored responses kept in memory; the least recently used go first."
     )
     response_store_max_mb: float = Field(
-        default=256, gt=0, description="Memory for stored responses in MB (also the largest single one)."
+        default=256, gt=0, description="Memory for stored responses in MB (bounds a single one too)."
     )
 
     @field_validator("extra_proxy_access_keys", mode="before")

@@ -241,6 +241,9 @@ class BlobStore(Protocol):
     async def put(self, namespace: str, key: str, data: bytes, ttl: float) -> bool:
         """Store ``data`` for ``ttl`` seconds; ``False`` when it is larger than the store may hold."""
 
+    async def put_many(self, namespace: str, entries: list[tuple[str, bytes]], ttl: float) -> None:
+        """Store several records at once (one round trip in Redis); ones too large are skipped."""
+
     async def delete(self, namespace: str, key: str) -> bool:
         """Forget the record; ``True`` when there was one."""
 
@@ -294,6 +297,11 @@ class MemoryBlobStore:
         self._cache[(namespace, key)] = (data, self.clock() + max(ttl, 0.001))
         return True
 
+    async def put_many(self, namespace: str, entries: list[tuple[str, bytes]], ttl: float) -> None:
+        """See :meth:`BlobStore.put_many`."""
+        for key, data in entries:
+            await self.put(namespace, key, data, ttl)
+
     async def delete(self, namespace: str, key: str) -> bool:
         """See :meth:`BlobStore.delete`."""
         return self._cache.pop((namespace, key), None) is not None
@@ -336,6 +344,23 @@ class RedisBlobStore:
             return True
 
         return await self.redis._call(action, local_only)
+
+    async def put_many(self, namespace: str, entries: list[tuple[str, bytes]], ttl: float) -> None:
+        """See :meth:`BlobStore.put_many` (one pipelined round trip)."""
+        fitting = [(key, data) for key, data in entries if await self.local.put(namespace, key, data, ttl)]
+        if not fitting:
+            return
+
+        async def action() -> None:
+            async with self.redis._redis.pipeline(transaction=False) as pipe:
+                for key, data in fitting:
+                    pipe.set(self.redis._key(namespace, key), data, px=max(1, int(ttl * 1000)))
+                await pipe.execute()
+
+        async def local_only() -> None:
+            return None
+
+        await self.redis._call(action, local_only)
 
     async def delete(self, namespace: str, key: str) -> bool:
         """See :meth:`BlobStore.delete`."""

@@ -205,11 +205,13 @@ class ResponseStore:
         if not await self.responses.put(_NS_RESPONSE, record.id, record.dump(), self.ttl):
             logger.warning("response %s is larger than CCX_RESPONSE_STORE_MAX_MB allows: not stored", record.id)
             return False
-        for item in record.output:
-            item_id = item.get("id") if isinstance(item, dict) else None
-            if isinstance(item_id, str) and item_id:
-                raw = orjson.dumps({"v": _VERSION, "o": record.owner, "r": record.id, "item": item})
-                await self.items.put(_NS_ITEM, item_id, raw, self.ttl)
+        entries = [
+            (item["id"], orjson.dumps({"v": _VERSION, "o": record.owner, "r": record.id, "item": item}))
+            for item in record.output
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]
+        ]
+        if entries:
+            await self.items.put_many(_NS_ITEM, entries, self.ttl)
         return True
 
     async def get(self, owner: str, response_id: str) -> StoredResponse | None:

@@ -485,3 +485,79 @@ async def test_native_id_after_a_keepalive_failover_maps_to_the_upstream_id(make
     finally:
         await client.close()
         await app.aclose()
+
+
+class FailFrom:
+    """Wraps a fake: from the ``n``-th POST on, answers 503 (the channel fails over)."""
+
+    def __init__(self, app: Any, n: int) -> None:
+        self.app, self.n, self.seen = app, n, 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            self.seen += 1
+            if self.seen >= self.n:
+                await send(
+                    {"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"application/json")]}
+                )
+                await send({"type": "http.response.body", "body": b'{"error": {"message": "down"}}'})
+                return
+        await self.app(scope, receive, send)
+
+
+async def test_a_chat_chain_continues_on_a_native_fallback(make_app: AppFactory) -> None:
+    """Stored on chat, continued on a native channel after chat fails: the native upstream gets the
+    expanded history, no previous_response_id it never saw, and no reasoning it could not read."""
+    chat, native = upstream_for("chat"), StatefulResponsesUpstream(brain=native_brain)
+    app = make_app(
+        [channel_for("chat", priority=0), channel_for("responses", "native", priority=1)],
+        transport=routed(chat=FailFrom(chat, 2), native=native),
+    )
+    client = sdk(app)
+    try:
+        first = await client.responses.create(model="gpt-x", input="My secret word is DATE.")
+        assert [i.type for i in first.output] == ["reasoning", "message"]
+        follow = await client.responses.create(model="gpt-x", input=QUESTION, previous_response_id=first.id)
+        assert follow.output_text == "Your secret word is DATE."
+        sent = native.requests[-1].body
+        assert "previous_response_id" not in sent
+        assert [i.get("type", "message") for i in sent["input"]] == ["message", "message", "message"]
+        # The follow-up was served natively: its record routes to the native account.
+        assert (await client.responses.retrieve(follow.id)).output_text == "Your secret word is DATE."
+        assert native.requests[-1].path == f"/v1/responses/{follow.id}"
+    finally:
+        await client.close()
+        await app.aclose()
+
+
+async def test_native_items_are_referenced_through_to_the_upstream(make_app: AppFactory) -> None:
+    app, fake = build(make_app, "responses")
+    client = sdk(app)
+    try:
+        first = await client.responses.create(model="gpt-x", input="My secret word is OKRA.")
+        follow = await client.responses.create(
+            model="gpt-x",
+            input=[
+                {"role": "user", "content": "My secret word is OKRA."},
+                {"type": "item_reference", "id": first.output[0].id},
+                {"role": "user", "content": QUESTION},
+            ],
+        )
+        assert follow.output_text == "Your secret word is OKRA."
+        assert fake.requests[-1].body["input"][1] == {"type": "item_reference", "id": first.output[0].id}
+    finally:
+        await client.close()
+        await app.aclose()
+
+
+async def test_streaming_a_stored_response_is_refused_by_name(make_app: AppFactory) -> None:
+    app, _ = build(make_app, "chat")
+    client = sdk(app)
+    try:
+        first = await client.responses.create(model="gpt-x", input="hello")
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.responses.retrieve(first.id, stream=True)
+        assert caught.value.param == "stream"
+    finally:
+        await client.close()
+        await app.aclose()

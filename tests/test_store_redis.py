@@ -135,3 +135,28 @@ async def test_native_route_is_shared(redis_server: RedisServer, make_app: AppFa
             await second_client.close()
     await one.aclose()
     await two.aclose()
+
+
+async def test_blob_store_in_redis_and_its_fallback(redis_server: RedisServer) -> None:
+    from ccx_asgi.state import RedisStore, create_blob_store
+
+    one, two = RedisStore(redis_server.url, prefix="t"), RedisStore(redis_server.url, prefix="t")
+    blobs_one = create_blob_store(one, max_entries=10, max_bytes=1000)
+    blobs_two = create_blob_store(two, max_entries=10, max_bytes=1000)
+    try:
+        assert await blobs_one.put("ns", "k", b"\x00bytes\xff", 5)
+        await blobs_one.put_many("ns", [("a", b"1"), ("b", b"2"), ("huge", b"x" * 2000)], 5)
+        assert await blobs_two.get("ns", "k") == b"\x00bytes\xff"  # another instance sees it
+        assert [await blobs_two.get("ns", k) for k in ("a", "b", "huge")] == [b"1", b"2", None]
+        assert not await blobs_one.put("ns", "big", b"x" * 1001, 5)
+        assert await blobs_two.delete("ns", "a")
+        assert await blobs_one.get("ns", "a") is None
+        assert not await blobs_two.delete("ns", "a")
+        redis_server.kill()
+        assert await blobs_one.get("ns", "k") == b"\x00bytes\xff"  # served from the local copy
+        assert await blobs_one.put("ns", "later", b"z", 5)  # an outage never fails a write
+        assert await blobs_one.get("ns", "later") == b"z"
+        assert not one.healthy
+    finally:
+        await one.aclose()
+        await two.aclose()

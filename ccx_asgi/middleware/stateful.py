@@ -17,7 +17,8 @@ stateful request into a self-contained one, so the converters never see server-s
   :data:`~ccx_asgi.store.RESPONSE_HOOK` the endpoint calls before the client sees the answer).
 
 :class:`ChainAttemptMiddleware`, placed inside the failover layer, removes ``previous_response_id``
-from an attempt on a native channel when the chain was expanded here (that upstream never saw it).
+from an attempt on a native channel when the chain was expanded here (that upstream never saw it),
+and the chain's reasoning items in a gateway envelope (only converted channels can read those).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ NATIVE_SERVICE_TYPES = frozenset({"responses", "demo"})
 # ctx.extra key: the chain (or references) were expanded here, so native attempts drop the id.
 _EXPANDED = "ccx.chain_expanded"
 _STORABLE = frozenset({"completed", "incomplete"})
+# Prefix of every encrypted_content this gateway writes (ccx1.chat., ccx1.claude.).
+_ENVELOPE = "ccx1."
 
 
 def holds_state(candidate: Candidate) -> bool:
@@ -224,14 +227,24 @@ class StatefulMiddleware:
         return save
 
 
+def _gateway_reasoning(item: Any) -> bool:
+    """A reasoning item carrying one of this gateway's envelopes (``ccx1.…``), which only the
+    converted channels can read: a native upstream would reject it as undecryptable."""
+    if not isinstance(item, dict) or item.get("type") != "reasoning":
+        return False
+    content = item.get("encrypted_content")
+    return isinstance(content, str) and content.startswith(_ENVELOPE)
+
+
 class ChainAttemptMiddleware:
-    """Per attempt: a native channel gets no ``previous_response_id`` the gateway already expanded."""
+    """Per attempt on a native channel, for a chain the gateway expanded: no ``previous_response_id``
+    (that upstream never saw it) and no reasoning in a gateway envelope (it could not read it)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Drop the expanded ``previous_response_id`` from a native attempt's body, then call the app."""
+        """Rewrite a native attempt's body of an expanded chain, then call the wrapped app."""
         if scope["type"] == "http":
             ctx = get_context(scope)
             attempt = ctx.attempt
@@ -239,7 +252,10 @@ class ChainAttemptMiddleware:
                 attempt is not None
                 and ctx.extra.get(_EXPANDED)
                 and attempt.channel.service_type in NATIVE_SERVICE_TYPES
-                and "previous_response_id" in attempt.body
             ):
-                attempt.body = {k: v for k, v in attempt.body.items() if k != "previous_response_id"}
+                body = {k: v for k, v in attempt.body.items() if k != "previous_response_id"}
+                items = body.get("input")
+                if isinstance(items, list):
+                    body["input"] = [i for i in items if not _gateway_reasoning(i)]
+                attempt.body = body
         await self.app(scope, receive, send)
