@@ -13,11 +13,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.responses.response_item_list import ResponseItemList
 
 from ccx_asgi.convert.reasoning_codec import CHAT_REASONING_PREFIX, decode_chat_reasoning
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.stateful_responses_upstream import StatefulResponsesUpstream
-from tests.sdk import validate_response
+from tests.sdk import parse_sse, validate_events, validate_response
 from tests.stateful_helpers import (
     QUESTION,
     channel_for,
@@ -72,7 +73,10 @@ async def test_create_chain_retrieve_list_delete(make_app: AppFactory, kind: str
 
         got = await client.responses.retrieve(second.id)
         assert got.id == second.id and got.output_text == "Your secret word is PAPAYA."
-        validate_response(got.model_dump(mode="json", exclude_unset=True))
+        raw = await client.responses.with_raw_response.retrieve(second.id)
+        validate_response(raw.http_response.json())  # strictly, not the SDK's lenient construction
+        listing = await client.responses.input_items.with_raw_response.list(second.id)
+        ResponseItemList.model_validate(listing.http_response.json())
         got = await client.responses.retrieve(second.id, include=["reasoning.encrypted_content"])
         assert got.id == second.id
         items = await client.responses.input_items.list(second.id)
@@ -561,3 +565,22 @@ async def test_streaming_a_stored_response_is_refused_by_name(make_app: AppFacto
     finally:
         await client.close()
         await app.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_chained_stream_is_valid_for_the_sdk(make_app: AppFactory, kind: str) -> None:
+    app, _ = build(make_app, kind)
+    headers = {"authorization": f"Bearer {PROXY_KEY}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test") as http:
+        first = await http.post(
+            "/responses", json={"model": "gpt-x", "input": "My secret word is YUZU."}, headers=headers
+        )
+        body = {"model": "gpt-x", "input": QUESTION, "previous_response_id": first.json()["id"], "stream": True}
+        answer = await http.post("/responses", json=body, headers=headers)
+        events = parse_sse(answer.content)
+        validate_events(events)
+        final = events[-1]["response"]
+        assert final["output"][-1]["content"][0]["text"] == "Your secret word is YUZU."
+        stored = await http.get(f"/responses/{final['id']}", headers=headers)
+    await app.aclose()
+    assert stored.status_code == 200 and stored.json()["id"] == final["id"]
