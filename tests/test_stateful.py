@@ -584,3 +584,31 @@ async def test_a_chained_stream_is_valid_for_the_sdk(make_app: AppFactory, kind:
         stored = await http.get(f"/responses/{final['id']}", headers=headers)
     await app.aclose()
     assert stored.status_code == 200 and stored.json()["id"] == final["id"]
+
+
+async def test_a_native_chain_keeps_its_id_when_references_resolve_here(make_app: AppFactory) -> None:
+    """A native follow-up that also references an item stored from a chat channel: the item is
+    resolved by the gateway, the previous_response_id still goes to the native account."""
+    chat, native = upstream_for("chat"), StatefulResponsesUpstream(brain=native_brain)
+    app = make_app(
+        [channel_for("chat", models=["chat-m"]), channel_for("responses", "native", models=["native-m"])],
+        transport=routed(chat=chat, native=native),
+    )
+    client = sdk(app)
+    try:
+        from_chat = await client.responses.create(model="chat-m", input="Say something.")
+        message = from_chat.output[-1]
+        assert message.type == "message"
+        started = await client.responses.create(model="native-m", input="My secret word is SLOE.")
+        follow = await client.responses.create(
+            model="native-m",
+            previous_response_id=started.id,
+            input=[{"type": "item_reference", "id": message.id}, {"role": "user", "content": QUESTION}],
+        )
+        assert follow.output_text == "Your secret word is SLOE."
+        sent = native.requests[-1].body
+        assert sent["previous_response_id"] == started.id
+        assert sent["input"][0]["id"] == message.id and sent["input"][0]["type"] == "message"
+    finally:
+        await client.close()
+        await app.aclose()

@@ -43,7 +43,8 @@ __all__ = ["NATIVE_SERVICE_TYPES", "ChainAttemptMiddleware", "StatefulMiddleware
 
 #: Service types whose upstream speaks Responses itself (the demo channel keeps no state, though).
 NATIVE_SERVICE_TYPES = frozenset({"responses", "demo"})
-# ctx.extra key: the chain (or references) were expanded here, so native attempts drop the id.
+# ctx.extra key: "chain" when a stored chain was expanded here (native attempts then drop the id),
+# "references" when only item references were.
 _EXPANDED = "ccx.chain_expanded"
 _STORABLE = frozenset({"completed", "incomplete"})
 # Prefix of every encrypted_content this gateway writes (ccx1.chat., ccx1.claude.).
@@ -149,7 +150,7 @@ class StatefulMiddleware:
         effective = [*chain, *resolved]
         if chain or resolved is not own:
             rewritten["input"] = effective
-            ctx.extra[_EXPANDED] = True
+            ctx.extra[_EXPANDED] = "chain" if chain else "references"
         if rewritten:
             ctx.body = {**body, **rewritten}
         if store_flag is not False and self.store.enabled:
@@ -248,12 +249,11 @@ class ChainAttemptMiddleware:
         if scope["type"] == "http":
             ctx = get_context(scope)
             attempt = ctx.attempt
-            if (
-                attempt is not None
-                and ctx.extra.get(_EXPANDED)
-                and attempt.channel.service_type in NATIVE_SERVICE_TYPES
-            ):
-                body = {k: v for k, v in attempt.body.items() if k != "previous_response_id"}
+            expanded = ctx.extra.get(_EXPANDED)
+            if attempt is not None and expanded and attempt.channel.service_type in NATIVE_SERVICE_TYPES:
+                body = dict(attempt.body)
+                if expanded == "chain":
+                    body.pop("previous_response_id", None)
                 items = body.get("input")
                 if isinstance(items, list):
                     body["input"] = [i for i in items if not _gateway_reasoning(i)]
