@@ -4,8 +4,8 @@ Routes are relative to where the app is mounted (``/v1`` in the examples):
 
 - ``POST /responses`` → Auth → ModelMapper → Failover → RoleNormalizer → ChannelEndpoint
 - ``GET /models`` → Auth → the list of models clients may request (:mod:`ccx_asgi.catalog`)
-- ``GET``/``DELETE /responses/{id}`` and ``GET /responses/{id}/input_items`` → Auth → stored
-  responses (:mod:`ccx_asgi.responses_api`); ``POST /responses`` expands and stores them through
+- ``GET``/``DELETE /responses/{id}``, ``GET /responses/{id}/input_items`` and
+  ``POST /responses/{id}/cancel`` → Auth → stored responses (:mod:`ccx_asgi.responses_api`); ``POST /responses`` expands and stores them through
   :class:`~ccx_asgi.middleware.stateful.StatefulMiddleware`
 - ``GET /admin/channels``, ``GET /admin/`` and ``GET /metrics`` → the operator endpoints
   (:mod:`ccx_asgi.admin`), behind the admin key

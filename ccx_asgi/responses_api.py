@@ -1,10 +1,12 @@
-"""``GET /responses/{id}``, ``DELETE /responses/{id}`` and ``GET /responses/{id}/input_items``.
+"""``GET /responses/{id}``, ``DELETE /responses/{id}``, ``GET /responses/{id}/input_items`` and
+``POST /responses/{id}/cancel``.
 
 OpenAI's shapes, served from the :class:`~ccx_asgi.store.ResponseStore`. A response created by a
 converted channel is answered from the store; one held by a native Responses upstream is forwarded
 to the channel and key that created it (through the shared ``httpx`` client of
-:class:`~ccx_asgi.upstream.Upstream`), with the upstream's own id. Another client key's response, an
-expired, deleted or never stored one: 404, the same answer as an unknown id.
+:class:`~ccx_asgi.upstream.Upstream`), with the upstream's own id; a streamed answer
+(``GET …?stream=true`` of a background response) is relayed as it arrives. Another client key's
+response, an expired, deleted or never stored one: 404, the same answer as an unknown id.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ __all__ = ["StoredResponsesAPI", "stored_route"]
 
 logger = logging.getLogger("ccx_asgi.store")
 
-_ROUTE = re.compile(r"^/responses/([A-Za-z0-9_.:-]{1,200})(/input_items)?/?$")
+_ROUTE = re.compile(r"^/responses/([A-Za-z0-9_.:-]{1,200})(/input_items|/cancel)?/?$")
 _MAX_FORWARDED = 64 * 1024 * 1024
 _ITEM_PREFIX = {
     "message": "msg",
@@ -50,7 +52,10 @@ def stored_route(method: str, path: str) -> bool:
     match = _ROUTE.match(path)
     if match is None:
         return False
-    return method == "GET" or (method == "DELETE" and match.group(2) is None)
+    suffix = match.group(2)
+    if suffix == "/cancel":
+        return method == "POST"
+    return method == "GET" or (method == "DELETE" and suffix is None)
 
 
 def _listed_item(response_id: str, index: int, item: Any) -> dict[str, Any]:
@@ -110,7 +115,7 @@ class StoredResponsesAPI:
         match = _ROUTE.match(route_path(scope))
         if match is None:  # the app routes only matching paths here
             raise NotFoundError("No such stored-response route.")
-        response_id, listing = match.group(1), match.group(2) is not None
+        response_id, suffix = match.group(1), match.group(2) or ""
         method = scope.get("method", "GET")
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         record = await self.store.get(client_owner(scope, self.keys), response_id)
@@ -118,8 +123,14 @@ class StoredResponsesAPI:
             why = "" if self.store.enabled else " Storing responses is off on this gateway (CCX_RESPONSE_STORE)."
             raise NotFoundError(f"Response with id '{response_id}' not found.{why}")
         if record.kind == "native":
-            await self._forward(scope, send, record, method, "/input_items" if listing else "")
-        elif listing:
+            await self._forward(scope, send, record, method, suffix)
+        elif suffix == "/cancel":
+            raise InvalidRequestError(
+                f"Response '{record.id}' cannot be cancelled: only background responses can be, and this "
+                "gateway runs none on converted channels.",
+                code="invalid_value",
+            )
+        elif suffix:
             await send_json(send, self._input_items(record, query), headers=self._headers(scope))
         elif method == "DELETE":
             await self.store.delete(record)
@@ -200,25 +211,36 @@ class StoredResponsesAPI:
             write=channel.write_timeout,
             pool=channel.connect_timeout,
         )
+        secrets = [key.get_secret_value()] if key is not None else []
+        secrets += [v.get_secret_value() for v in channel.headers.values()]
+        started = False
         try:
             async with self.upstream.client.stream(
                 method, url + (f"?{query}" if query else ""), headers=headers, timeout=timeout
             ) as answer:
+                status = answer.status_code
+                if status < 300 and answer.headers.get("content-type", "").startswith("text/event-stream"):
+                    started = True
+                    await self._relay(scope, send, channel, answer, secrets)
+                    return
                 buffer = bytearray()
                 async for chunk in answer.aiter_bytes():
                     buffer += chunk
                     if len(buffer) > _MAX_FORWARDED:
                         raise UpstreamConnectError(f"channel {channel.name!r}: the stored response is too large")
-                status = answer.status_code
             body = bytes(buffer)
-        except httpx.TimeoutException:
-            raise UpstreamTimeoutError(f"channel {channel.name!r}: timed out fetching the stored response") from None
         except httpx.HTTPError as exc:
+            if started:  # the relayed stream broke: nothing more can be said on this response
+                logger.warning("channel %s: stored response stream broke: %s", channel.name, type(exc).__name__)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            if isinstance(exc, httpx.TimeoutException):
+                raise UpstreamTimeoutError(
+                    f"channel {channel.name!r}: timed out fetching the stored response"
+                ) from None
             raise UpstreamConnectError(
                 f"channel {channel.name!r}: could not reach the upstream that holds the response ({type(exc).__name__})"
             ) from None
-        secrets = [key.get_secret_value()] if key is not None else []
-        secrets += [v.get_secret_value() for v in channel.headers.values()]
         try:
             data: Any = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
@@ -258,3 +280,26 @@ class StoredResponsesAPI:
             }
         )
         await send({"type": "http.response.body", "body": raw})
+
+    async def _relay(
+        self, scope: Scope, send: Send, channel: ChannelConfig, answer: httpx.Response, secrets: list[str]
+    ) -> None:
+        """Pass an upstream event stream through as it arrives (secrets replaced chunk by chunk)."""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": answer.status_code,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    *self._headers(scope),
+                    (b"x-ccx-channel", channel.name.encode("utf-8", "replace")),
+                ],
+            }
+        )
+        needles = [s.encode() for s in secrets if len(s) >= 4]
+        async for chunk in answer.aiter_bytes():
+            for needle in needles:
+                chunk = chunk.replace(needle, b"[redacted]")
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -612,3 +612,39 @@ async def test_a_native_chain_keeps_its_id_when_references_resolve_here(make_app
     finally:
         await client.close()
         await app.aclose()
+
+
+async def test_native_background_responses_poll_stream_and_cancel(make_app: AppFactory) -> None:
+    """background on a native channel: created queued, then polled, streamed and cancelled through
+    the gateway, on the account that runs it."""
+    app, fake = build(make_app, "responses")
+    client = sdk(app)
+    try:
+        queued = await client.responses.create(model="gpt-x", input="My secret word is NUT.", background=True)
+        assert queued.status == "queued"
+        polled = await client.responses.retrieve(queued.id)
+        assert polled.status == "completed" and polled.output_text == "Noted."
+        streamed = await client.responses.retrieve(queued.id, stream=True)
+        kinds = [event.type async for event in streamed]
+        assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+        cancelled = await client.responses.cancel(queued.id)
+        assert cancelled.status == "cancelled"
+        assert fake.requests[-1].path == f"/v1/responses/{queued.id}/cancel"
+    finally:
+        await client.close()
+        await app.aclose()
+
+
+async def test_cancelling_a_converted_response_is_refused(make_app: AppFactory) -> None:
+    app, _ = build(make_app, "chat")
+    client = sdk(app)
+    try:
+        made = await client.responses.create(model="gpt-x", input="hello")
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.responses.cancel(made.id)
+        assert "background" in caught.value.message
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.cancel("resp_unknown")
+    finally:
+        await client.close()
+        await app.aclose()

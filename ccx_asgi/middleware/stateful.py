@@ -206,9 +206,14 @@ class StatefulMiddleware:
         async def save(response: dict[str, Any], upstream_id: Any) -> None:
             attempt = ctx.attempt
             response_id = response.get("id")
-            if attempt is None or response.get("status") not in _STORABLE or not isinstance(response_id, str):
+            if attempt is None or not isinstance(response_id, str):
                 return
             channel = attempt.channel
+            native = channel.service_type == "responses"
+            # A native upstream keeps every response it made (a queued background one too); the
+            # store keeps only finished ones.
+            if not native and response.get("status") not in _STORABLE:
+                return
             record = StoredResponse(
                 id=response_id,
                 owner=owner,
@@ -217,7 +222,7 @@ class StatefulMiddleware:
                 model=ctx.model,
                 channel=channel.name,
             )
-            if channel.service_type == "responses":
+            if native:
                 record.kind = "native"
                 record.target = target_id(channel.name, attempt.api_key)
                 record.upstream_id = upstream_id if isinstance(upstream_id, str) else response_id

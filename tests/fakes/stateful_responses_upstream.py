@@ -3,7 +3,8 @@
 ``POST /v1/responses`` stores the response unless ``store`` is false and resolves
 ``previous_response_id`` (400 ``previous_response_not_found`` otherwise) and ``item_reference``
 items (404 otherwise) against what *this key* stored; ``GET``/``DELETE /v1/responses/{id}`` and
-``GET /v1/responses/{id}/input_items`` answer like OpenAI. Unknown body fields and unpaired tool
+``GET /v1/responses/{id}/input_items`` answer like OpenAI; ``background: true`` answers ``queued`` at
+once (the response is finished when retrieved, streamed with ``?stream=true``, or cancelled). Unknown body fields and unpaired tool
 outputs in the whole chain are rejected. The script sees the *expanded* input (chain + new items),
 so tests can check that a follow-up reached the account that holds its history.
 """
@@ -46,6 +47,7 @@ class StatefulResponsesUpstream:
     keys: tuple[str, ...] = ("upstream-key",)
     requests: list[Recorded] = field(default_factory=list)
     stored: dict[tuple[str, str], tuple[list[dict[str, Any]], dict[str, Any]]] = field(default_factory=dict)
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -67,7 +69,15 @@ class StatefulResponsesUpstream:
         if entry is None:
             await send_json(send, *_error(404, f"Response with id '{parts[0]}' not found."))
             return
-        if parts[1:] == ["input_items"] and method == "GET":
+        if parts[1:] == ["cancel"] and method == "POST":
+            await send_json(send, 200, {**entry[1], "status": "cancelled"})
+        elif not parts[1:] and method == "GET" and scope.get("query_string") == b"stream=true":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")]})  # fmt: skip
+            for event in self.events[parts[0]]:
+                await send({"type": "http.response.body", "body": encode_event(event), "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        elif parts[1:] == ["input_items"] and method == "GET":
             items = [_listed(n, item) for n, item in enumerate(entry[0])][::-1]
             await send_json(
                 send,
@@ -134,12 +144,18 @@ class StatefulResponsesUpstream:
             stream.delta(index, answer)
         stream.complete(usage_dict(10 * len(expanded), 5))
         final = stream.response()
+        events = stream.take()
         if body.get("store", True) is not False:
             self.stored[(key, final["id"])] = (expanded, final)
+            self.events[final["id"]] = events
+        if body.get("background"):
+            # Runs "in the background": answered queued at once, finished when retrieved.
+            await send_json(send, 200, {**final, "status": "queued", "output": [], "usage": None})
+            return
         if not body.get("stream"):
             await send_json(send, 200, final)
             return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-        for event in stream.take():
+        for event in events:
             await send({"type": "http.response.body", "body": encode_event(event), "more_body": True})
         await send({"type": "http.response.body", "body": b""})
