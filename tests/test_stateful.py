@@ -648,3 +648,20 @@ async def test_cancelling_a_converted_response_is_refused(make_app: AppFactory) 
     finally:
         await client.close()
         await app.aclose()
+
+
+async def test_an_open_gateway_owns_by_the_key_the_client_sent(make_app: AppFactory) -> None:
+    """Without client keys every key is accepted; a stored response still belongs to the one sent."""
+    app, _ = build(make_app, "chat", proxy_access_key=None)
+    alice, bob = sdk(app, "alice-key"), sdk(app, "bob-key")
+    try:
+        made = await alice.responses.create(model="gpt-x", input="hello")
+        assert (await alice.responses.retrieve(made.id)).id == made.id
+        with pytest.raises(openai.NotFoundError):
+            await bob.responses.retrieve(made.id)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test") as anonymous:
+            assert (await anonymous.get(f"/responses/{made.id}")).status_code == 404
+    finally:
+        await alice.close()
+        await bob.close()
+        await app.aclose()
