@@ -2,11 +2,11 @@
 
 Routes are relative to where the app is mounted (``/v1`` in the examples):
 
-- ``POST /responses`` → Auth → ModelMapper → Failover → RoleNormalizer → ChannelEndpoint
+- ``POST /responses`` → Auth → ModelMapper → Stateful → Failover → RoleNormalizer → ChannelEndpoint
+  (:class:`~ccx_asgi.middleware.stateful.StatefulMiddleware` expands and stores stored responses)
 - ``GET /models`` → Auth → the list of models clients may request (:mod:`ccx_asgi.catalog`)
 - ``GET``/``DELETE /responses/{id}``, ``GET /responses/{id}/input_items`` and
-  ``POST /responses/{id}/cancel`` → Auth → stored responses (:mod:`ccx_asgi.responses_api`); ``POST /responses`` expands and stores them through
-  :class:`~ccx_asgi.middleware.stateful.StatefulMiddleware`
+  ``POST /responses/{id}/cancel`` → Auth → stored responses (:mod:`ccx_asgi.responses_api`)
 - ``GET /admin/channels``, ``GET /admin/`` and ``GET /metrics`` → the operator endpoints
   (:mod:`ccx_asgi.admin`), behind the admin key
 

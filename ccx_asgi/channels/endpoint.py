@@ -219,14 +219,13 @@ class ClientStream:
 
     async def _frames(self, events: list[Event]) -> list[bytes]:
         """Stamp ``events``; a terminal one goes to the response store before the client sees it."""
-        terminal = [
-            (e, e["response"].get("id"))
-            for e in events
-            if e.get("type") in TERMINAL_EVENTS and isinstance(e.get("response"), dict)
-        ]
+        # Translators put the terminal event last in its batch.
+        last = events[-1] if events else None
+        upstream = last.get("response") if last is not None and last.get("type") in TERMINAL_EVENTS else None
+        upstream_id = upstream.get("id") if isinstance(upstream, dict) else None
         frames = [self._stamp(e) for e in events]
-        for event, upstream_id in terminal:
-            await before_answer(self.ctx, event.get("response"), upstream_id)
+        if isinstance(upstream, dict) and last is not None:
+            await before_answer(self.ctx, last.get("response"), upstream_id)  # stamped: the client's id
         return frames
 
     async def end(self) -> None:
