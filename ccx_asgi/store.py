@@ -60,6 +60,12 @@ RESPONSE_HOOK = "ccx.response_hook"
 _OWNER_CONTEXT = b"ccx-asgi stored-response owner v1"
 
 
+def _compact(raw: bytes) -> bytes:
+    """An exact-size copy of ``raw``: orjson leaves its output buffer at the worst-case capacity
+    (4 KB for a 500-byte record, 64 KB for a 5 KB one), which a long-lived record would keep."""
+    return bytes(memoryview(raw))
+
+
 def owner_fingerprint(key: bytes | None) -> str:
     """The non-reversible owner id of a client key (``"-"`` for a request without a key)."""
     if not key:
@@ -127,21 +133,23 @@ class StoredResponse:
 
     def dump(self) -> bytes:
         """The record as stored."""
-        return orjson.dumps(
-            {
-                "v": _VERSION,
-                "id": self.id,
-                "o": self.owner,
-                "k": self.kind,
-                "at": self.created_at,
-                "m": self.model,
-                "c": self.channel,
-                "r": self.response,
-                "i": self.input,
-                "f": self.own_from,
-                "t": self.target,
-                "u": self.upstream_id,
-            }
+        return _compact(
+            orjson.dumps(
+                {
+                    "v": _VERSION,
+                    "id": self.id,
+                    "o": self.owner,
+                    "k": self.kind,
+                    "at": self.created_at,
+                    "m": self.model,
+                    "c": self.channel,
+                    "r": self.response,
+                    "i": self.input,
+                    "f": self.own_from,
+                    "t": self.target,
+                    "u": self.upstream_id,
+                }
+            )
         )
 
     @classmethod
@@ -206,7 +214,7 @@ class ResponseStore:
             logger.warning("response %s is larger than CCX_RESPONSE_STORE_MAX_MB allows: not stored", record.id)
             return False
         entries = [
-            (item["id"], orjson.dumps({"v": _VERSION, "o": record.owner, "r": record.id, "item": item}))
+            (item["id"], _compact(orjson.dumps({"v": _VERSION, "o": record.owner, "r": record.id, "item": item})))
             for item in record.output
             if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]
         ]
