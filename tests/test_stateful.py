@@ -665,3 +665,49 @@ async def test_an_open_gateway_owns_by_the_key_the_client_sent(make_app: AppFact
         await alice.close()
         await bob.close()
         await app.aclose()
+
+
+async def test_item_references_keep_claude_thinking(make_app: AppFactory) -> None:
+    """The AI SDK's replay on a Claude channel: the referenced reasoning is the signed thinking block,
+    so thinking stays on for the tool turn (without it, it would have to be switched off)."""
+    from tests.fakes.claude_upstream import FakeClaudeUpstream, Reply
+
+    def script(body: dict[str, Any]) -> Reply:
+        last = body["messages"][-1]["content"]
+        if isinstance(last, list) and any(b.get("type") == "tool_result" for b in last):
+            return Reply([{"type": "thinking", "thinking": "Done."}, {"type": "text", "text": "It is dry."}])
+        return Reply(
+            [
+                {"type": "thinking", "thinking": "Use the tool."},
+                {"type": "tool_use", "name": "get_weather", "input": {}},
+            ],
+            stop_reason="tool_use",
+        )
+
+    fake = FakeClaudeUpstream(script=script)
+    app = make_app([channel_for("claude")], transport=routed(claude=fake))
+    client = sdk(app)
+    tools: Any = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+    try:
+        first = await client.responses.create(model="gpt-x", input="Weather?", tools=tools, reasoning={"effort": "low"})
+        reasoning, call = first.output
+        assert reasoning.type == "reasoning" and call.type == "function_call"
+        second = await client.responses.create(
+            model="gpt-x",
+            tools=tools,
+            reasoning={"effort": "low"},
+            input=[
+                {"role": "user", "content": "Weather?"},
+                {"type": "item_reference", "id": reasoning.id},
+                {"type": "item_reference", "id": call.id},
+                {"type": "function_call_output", "call_id": call.call_id, "output": "dry"},
+            ],
+        )
+        assert second.output_text == "It is dry."
+        assert fake.rejections == []
+        assert fake.requests[-1].body["thinking"]["type"] == "enabled"
+        assistant = fake.requests[-1].body["messages"][1]
+        assert [b["type"] for b in assistant["content"]] == ["thinking", "tool_use"]
+    finally:
+        await client.close()
+        await app.aclose()
