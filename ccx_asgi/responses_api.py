@@ -245,8 +245,8 @@ class StoredResponsesAPI:
             data: Any = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
             data = None
-        if 200 <= status < 300 and method == "DELETE":
-            await self.store.delete(record)
+        if (200 <= status < 300 and method == "DELETE") or (status == 404 and not suffix):
+            await self.store.delete(record)  # deleted, or gone upstream: the route leads nowhere now
         if isinstance(data, dict):
             if upstream_id != record.id and data.get("id") == upstream_id:
                 data["id"] = record.id  # the client knows the response by the id it was shown

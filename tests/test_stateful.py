@@ -711,3 +711,20 @@ async def test_item_references_keep_claude_thinking(make_app: AppFactory) -> Non
     finally:
         await client.close()
         await app.aclose()
+
+
+async def test_a_route_the_upstream_forgot_is_dropped(make_app: AppFactory) -> None:
+    app, fake = build(make_app, "responses")
+    client = sdk(app)
+    try:
+        made = await client.responses.create(model="gpt-x", input="hello")
+        fake.stored.clear()  # expired or deleted at the provider
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(made.id)
+        asked = len(fake.requests)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(made.id)
+        assert len(fake.requests) == asked  # the gateway forgot the route too
+    finally:
+        await client.close()
+        await app.aclose()
