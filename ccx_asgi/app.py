@@ -2,8 +2,11 @@
 
 Routes are relative to where the app is mounted (``/v1`` in the examples):
 
-- ``POST /responses`` → Auth → ModelMapper → Failover → RoleNormalizer → ChannelEndpoint
+- ``POST /responses`` → Auth → ModelMapper → Stateful → Failover → RoleNormalizer → ChannelEndpoint
+  (:class:`~ccx_asgi.middleware.stateful.StatefulMiddleware` expands and stores stored responses)
 - ``GET /models`` → Auth → the list of models clients may request (:mod:`ccx_asgi.catalog`)
+- ``GET``/``DELETE /responses/{id}``, ``GET /responses/{id}/input_items`` and
+  ``POST /responses/{id}/cancel`` → Auth → stored responses (:mod:`ccx_asgi.responses_api`)
 - ``GET /admin/channels``, ``GET /admin/`` and ``GET /metrics`` → the operator endpoints
   (:mod:`ccx_asgi.admin`), behind the admin key
 
@@ -37,10 +40,13 @@ from ccx_asgi.middleware.auth import AuthMiddleware
 from ccx_asgi.middleware.failover import FailoverMiddleware
 from ccx_asgi.middleware.model_mapper import ModelMapperMiddleware
 from ccx_asgi.middleware.role_normalizer import RoleNormalizerMiddleware
+from ccx_asgi.middleware.stateful import ChainAttemptMiddleware, StatefulMiddleware
 from ccx_asgi.observability import RECORD_KEY, ContextRecorder, Observer, RecentRequests, RequestRecord
+from ccx_asgi.responses_api import StoredResponsesAPI, stored_route
 from ccx_asgi.routing import ordered_channels
 from ccx_asgi.settings import CCXSettings, load_settings
 from ccx_asgi.state import StateStore, create_store
+from ccx_asgi.store import ResponseStore
 from ccx_asgi.types import ASGIApp, Message, Receive, Scope, Send
 from ccx_asgi.upstream import Upstream
 
@@ -128,10 +134,17 @@ class CCXApp:
             state_provider=state_provider,
             version=__version__,
         )
-        responses: ASGIApp = ChannelEndpoint(self.upstream)
+        responses: ASGIApp = ChainAttemptMiddleware(ChannelEndpoint(self.upstream))
         responses = RoleNormalizerMiddleware(responses)
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
         self.state: StateStore = create_store(redis_url, prefix=settings.redis_prefix)
+        self.responses_store = ResponseStore(
+            self.state,
+            enabled=settings.response_store,
+            ttl=settings.response_store_ttl,
+            max_entries=settings.response_store_max_entries,
+            max_bytes=settings.response_store_max_bytes,
+        )
         failover = FailoverMiddleware(
             responses,
             state=self.state,
@@ -153,17 +166,22 @@ class CCXApp:
         if state_provider is None:
             # Breaker state for the admin API and metrics comes from the failover layer's store.
             self.admin.state_provider = lambda: failover.channel_states(self.channels)
-        responses = ContextRecorder(failover)
+        client_keys = settings.client_keys()
+        responses = ContextRecorder(StatefulMiddleware(failover, store=self.responses_store, client_keys=client_keys))
         responses = ModelMapperMiddleware(responses, channels=self.channels, max_body_bytes=settings.max_body_bytes)
         models: ASGIApp = self._serve_models
-        client_keys = settings.client_keys()
+        stored: ASGIApp = StoredResponsesAPI(
+            self.responses_store, self.channels, self.upstream, client_keys=client_keys
+        )
         if client_keys:
             responses = AuthMiddleware(responses, keys=client_keys)
             models = AuthMiddleware(models, keys=client_keys)
+            stored = AuthMiddleware(stored, keys=client_keys)
         else:
             logger.warning(
                 "CCX_PROXY_ACCESS_KEY is not set: every client is accepted. Set it before exposing the gateway."
             )
+        self._stored = stored
         if not self.channels:
             logger.warning("no enabled channels (CCX_CHANNELS is empty): every request will get model_not_found")
         self._routes: dict[tuple[str, str], ASGIApp] = {
@@ -177,8 +195,9 @@ class CCXApp:
             self._routes["GET", settings.metrics_path] = self.admin.metrics
 
     async def aclose(self) -> None:
-        """Close the upstream HTTP client and the state store (safe to call more than once)."""
+        """Close the upstream HTTP client and the state stores (safe to call more than once)."""
         await self.upstream.aclose()
+        await self.responses_store.aclose()
         await self.state.aclose()
 
     @asynccontextmanager
@@ -217,6 +236,8 @@ class CCXApp:
         scope = {**scope, REQUEST_ID_KEY: rid, RECORD_KEY: record}
         # Litestar mounts hand over "/responses/"; a trailing slash never changes the route.
         handler = self._routes.get((method, path)) or self._routes.get((method, path.rstrip("/")))
+        if handler is None and stored_route(method, path):
+            handler = self._stored
         responder = _Started(send, record)
         try:
             if handler is None:
@@ -247,7 +268,10 @@ class CCXApp:
         hint = not_found_hint(client_path, path)
         if hint is not None:
             return NotFoundError(hint)
-        return NotFoundError(f"No route {method} {path}. This gateway serves POST /responses and GET /models.")
+        return NotFoundError(
+            f"No route {method} {path}. This gateway serves POST /responses, GET and DELETE /responses/{{id}}, "
+            "GET /responses/{id}/input_items and GET /models."
+        )
 
 
 def create_app(

@@ -19,10 +19,13 @@ from ccx_asgi.routing import Candidate
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.types import Scope
 
-__all__ = ["SCOPE_KEY", "Attempt", "AttemptRecord", "RequestContext", "get_context"]
+__all__ = ["PINNED_TARGET", "SCOPE_KEY", "Attempt", "AttemptRecord", "RequestContext", "get_context"]
 
 #: The one scope key under which the :class:`RequestContext` lives.
 SCOPE_KEY = "ccx"
+#: ``RequestContext.extra`` key of the one target (see :func:`~ccx_asgi.breaker.target_id`) a request
+#: may go to: a ``previous_response_id`` follow-up held by one native upstream account.
+PINNED_TARGET = "ccx.pinned_target"
 
 
 @dataclass(slots=True)

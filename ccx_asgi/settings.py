@@ -287,6 +287,19 @@ class CCXSettings(BaseSettings):
     keepalive_interval: float = Field(
         default=10.0, ge=0, description="Seconds of silence before a response.in_progress keep-alive (0 disables)."
     )
+    # stored responses: store, previous_response_id, item_reference, GET/DELETE /responses/{id}
+    response_store: bool = Field(
+        default=True,
+        description="Keep responses created with `store` (default true) for previous_response_id, item_reference "
+        "and GET/DELETE /responses/{id}; false turns storing off for the deployment.",
+    )
+    response_store_ttl: float = Field(default=86400.0, gt=0, description="Seconds a stored response is kept.")
+    response_store_max_entries: int = Field(
+        default=10_000, ge=1, description="Stored responses kept in memory; the least recently used go first."
+    )
+    response_store_max_mb: float = Field(
+        default=256, gt=0, description="Memory for stored responses in MB (bounds a single one too)."
+    )
 
     @field_validator("extra_proxy_access_keys", mode="before")
     @classmethod
@@ -316,6 +329,11 @@ class CCXSettings(BaseSettings):
                 raise ValueError(f"duplicate channel name {channel.name!r}")
             seen.add(channel.name)
         return value
+
+    @property
+    def response_store_max_bytes(self) -> int:
+        """``response_store_max_mb`` in bytes."""
+        return int(self.response_store_max_mb * 1024 * 1024)
 
     @property
     def max_body_bytes(self) -> int:

@@ -9,6 +9,11 @@
   :class:`MemoryStore`; when Redis fails the store logs it once, serves from the local copy and
   retries Redis after a pause. A Redis outage never fails a request.
 
+Stored responses (:mod:`ccx_asgi.store`) are larger and need a byte bound, so they use a second,
+bytes-valued interface, :class:`BlobStore`: :class:`MemoryBlobStore` (bounded in entries *and*
+bytes, per-entry TTL) or :class:`RedisBlobStore` (the same Redis connection and fallback as
+:class:`RedisStore`).
+
 Updates are read-modify-write without a transaction: two instances updating the same breaker at the
 same moment may lose one increment. That costs at most one extra failure before a breaker opens and
 buys one round trip per request instead of a ``WATCH``/``MULTI`` cycle. The half-open probe, which
@@ -27,7 +32,17 @@ from cachetools import TLRUCache
 
 from ccx_asgi.errors import ConfigurationError
 
-__all__ = ["Clock", "MemoryStore", "RedisStore", "StateStore", "create_store"]
+__all__ = [
+    "BlobStore",
+    "Clock",
+    "MemoryBlobStore",
+    "MemoryStore",
+    "RedisBlobStore",
+    "RedisStore",
+    "StateStore",
+    "create_blob_store",
+    "create_store",
+]
 
 logger = logging.getLogger("ccx_asgi.state")
 
@@ -212,3 +227,161 @@ def create_store(redis_url: str | None, *, prefix: str = "ccx", clock: Clock = t
     if redis_url:
         return RedisStore(redis_url, prefix=prefix, clock=clock)
     return MemoryStore(clock=clock)
+
+
+# -- bytes-valued records (stored responses) ---------------------------------------------------------
+
+
+class BlobStore(Protocol):
+    """TTL'd byte strings by ``(namespace, key)``, for records too large for :class:`StateStore`."""
+
+    async def get(self, namespace: str, key: str) -> bytes | None:
+        """The bytes, or ``None`` when absent or expired."""
+
+    async def put(self, namespace: str, key: str, data: bytes, ttl: float) -> bool:
+        """Store ``data`` for ``ttl`` seconds; ``False`` when it is larger than the store may hold."""
+
+    async def put_many(self, namespace: str, entries: list[tuple[str, bytes]], ttl: float) -> None:
+        """Store several records at once (one round trip in Redis); ones too large are skipped."""
+
+    async def delete(self, namespace: str, key: str) -> bool:
+        """Forget the record; ``True`` when there was one."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+
+class MemoryBlobStore:
+    """Byte strings in a ``TLRUCache``, bounded by ``max_entries`` and ``max_bytes`` together.
+
+    cachetools bounds one size, so each entry weighs ``max(len(data), max_bytes // max_entries)``:
+    the total weight never exceeds ``max_bytes``, which also caps the count at ``max_entries``. The
+    least recently used records go first; expired ones are never returned.
+    """
+
+    def __init__(self, *, max_entries: int, max_bytes: int, clock: Clock = time.time) -> None:
+        if max_entries < 1 or max_bytes < 1:
+            raise ValueError("a MemoryBlobStore needs max_entries >= 1 and max_bytes >= 1")
+        self.clock = clock
+        self.max_bytes = max_bytes
+        floor = max(1, max_bytes // max_entries)
+        self._cache: TLRUCache[tuple[str, str], tuple[bytes, float]] = TLRUCache(
+            maxsize=max_bytes,
+            ttu=lambda _key, value, _now: value[1],
+            timer=clock,
+            getsizeof=lambda value: max(len(value[0]), floor),
+        )
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    @property
+    def size(self) -> int:
+        """The weight of what is held (at most ``max_bytes``)."""
+        return int(self._cache.currsize)
+
+    @property
+    def held_bytes(self) -> int:
+        """The bytes of the records held (at most ``size``)."""
+        return sum(len(data) for data, _ in self._cache.values())
+
+    async def get(self, namespace: str, key: str) -> bytes | None:
+        """See :meth:`BlobStore.get`."""
+        entry = self._cache.get((namespace, key))
+        return entry[0] if entry is not None else None
+
+    async def put(self, namespace: str, key: str, data: bytes, ttl: float) -> bool:
+        """See :meth:`BlobStore.put`."""
+        if len(data) > self.max_bytes:
+            return False
+        self._cache[(namespace, key)] = (data, self.clock() + max(ttl, 0.001))
+        return True
+
+    async def put_many(self, namespace: str, entries: list[tuple[str, bytes]], ttl: float) -> None:
+        """See :meth:`BlobStore.put_many`."""
+        for key, data in entries:
+            await self.put(namespace, key, data, ttl)
+
+    async def delete(self, namespace: str, key: str) -> bool:
+        """See :meth:`BlobStore.delete`."""
+        return self._cache.pop((namespace, key), None) is not None
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class RedisBlobStore:
+    """Byte strings in Redis through ``redis``'s connection, with its fallback to ``local``.
+
+    Writes go to Redis and to ``local`` (so an outage still finds recent records); reads come from
+    Redis while it is healthy. ``max_bytes`` refuses single records larger than that; the total in
+    Redis is bounded by the TTL and the server's own ``maxmemory`` policy.
+    """
+
+    def __init__(self, redis: RedisStore, local: MemoryBlobStore) -> None:
+        self.redis = redis
+        self.local = local
+
+    async def get(self, namespace: str, key: str) -> bytes | None:
+        """See :meth:`BlobStore.get`."""
+
+        async def action() -> bytes | None:
+            raw = await self.redis._redis.get(self.redis._key(namespace, key))
+            return raw.encode() if isinstance(raw, str) else raw
+
+        return await self.redis._call(action, lambda: self.local.get(namespace, key))
+
+    async def put(self, namespace: str, key: str, data: bytes, ttl: float) -> bool:
+        """See :meth:`BlobStore.put`."""
+        if not await self.local.put(namespace, key, data, ttl):
+            return False
+
+        async def action() -> bool:
+            await self.redis._redis.set(self.redis._key(namespace, key), data, px=max(1, int(ttl * 1000)))
+            return True
+
+        async def local_only() -> bool:
+            return True
+
+        return await self.redis._call(action, local_only)
+
+    async def put_many(self, namespace: str, entries: list[tuple[str, bytes]], ttl: float) -> None:
+        """See :meth:`BlobStore.put_many` (one pipelined round trip)."""
+        fitting = [(key, data) for key, data in entries if await self.local.put(namespace, key, data, ttl)]
+        if not fitting:
+            return
+
+        async def action() -> None:
+            async with self.redis._redis.pipeline(transaction=False) as pipe:
+                for key, data in fitting:
+                    pipe.set(self.redis._key(namespace, key), data, px=max(1, int(ttl * 1000)))
+                await pipe.execute()
+
+        async def local_only() -> None:
+            return None
+
+        await self.redis._call(action, local_only)
+
+    async def delete(self, namespace: str, key: str) -> bool:
+        """See :meth:`BlobStore.delete`."""
+        held = await self.local.delete(namespace, key)
+
+        async def action() -> bool:
+            return bool(await self.redis._redis.delete(self.redis._key(namespace, key)))
+
+        async def local_only() -> bool:
+            return held
+
+        return await self.redis._call(action, local_only)
+
+    async def aclose(self) -> None:
+        """The connection belongs to ``redis`` (closed with it)."""
+
+
+def create_blob_store(state: StateStore, *, max_entries: int, max_bytes: int, clock: Clock = time.time) -> BlobStore:
+    """A :class:`RedisBlobStore` sharing ``state``'s connection when it is a :class:`RedisStore`, else a
+    :class:`MemoryBlobStore`."""
+    local = MemoryBlobStore(max_entries=max_entries, max_bytes=max_bytes, clock=clock)
+    if isinstance(state, RedisStore):
+        return RedisBlobStore(state, local)
+    return local

@@ -60,4 +60,6 @@ def test_no_hint_for_unrelated_paths() -> None:
 async def test_plain_404_still_lists_the_routes(make_app: AppFactory, client_for) -> None:
     response = await client_for(make_app()).get("/files")
     assert response.status_code == 404
-    assert "POST /responses and GET /models" in response.json()["error"]["message"]
+    message = response.json()["error"]["message"]
+    assert "POST /responses," in message and "GET /models" in message
+    assert "GET and DELETE /responses/{id}" in message and "GET /responses/{id}/input_items" in message

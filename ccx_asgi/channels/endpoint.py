@@ -41,6 +41,7 @@ from ccx_asgi.convert.events import ResponseStream
 from ccx_asgi.errors import UpstreamError, UpstreamStreamError
 from ccx_asgi.observability import note_response, note_upstream_url
 from ccx_asgi.sse import SSEParser, encode_event
+from ccx_asgi.store import before_answer
 from ccx_asgi.types import Event, Receive, Scope, Send
 from ccx_asgi.upstream import Upstream, forwardable_headers
 
@@ -206,7 +207,7 @@ class ClientStream:
             if self._response is None and (not held or held[0].get("type") != "response.created"):
                 held = [*self._prelude(), *held]
             self.content = True
-            await self._write([self._stamp(e) for e in held])
+            await self._write(await self._frames(held))
 
     async def events(self, events: list[Event]) -> None:
         """Send events of the committed attempt."""
@@ -217,7 +218,18 @@ class ClientStream:
         async with self._lock:
             if self.finished:
                 return
-            await self._write([self._stamp(e) for e in events])
+            await self._write(await self._frames(events))
+
+    async def _frames(self, events: list[Event]) -> list[bytes]:
+        """Stamp ``events``; a terminal one goes to the response store before the client sees it."""
+        # Translators put the terminal event last in its batch.
+        last = events[-1] if events else None
+        upstream = last.get("response") if last is not None and last.get("type") in TERMINAL_EVENTS else None
+        upstream_id = upstream.get("id") if isinstance(upstream, dict) else None
+        frames = [self._stamp(e) for e in events]
+        if isinstance(upstream, dict) and last is not None:
+            await before_answer(self.ctx, last.get("response"), upstream_id)  # stamped: the client's id
+        return frames
 
     async def end(self) -> None:
         """End the HTTP body (after the terminal event)."""
@@ -332,6 +344,7 @@ class ChannelEndpoint:
                         f"channel {attempt.channel.name!r}: the upstream completed without any output"
                     )
                 note_response(ctx, converted)  # ops: usage for the request log and metrics
+                await before_answer(ctx, converted)  # stored before the client can ask for it
                 payload = orjson.dumps(converted)
                 answer_headers = response_headers(ctx, b"application/json")
                 # A known length spares the server chunked framing and lets clients size the read.

@@ -21,6 +21,7 @@ import orjson
 
 from ccx_asgi.convert.common import check_parts, content_parts, debug_once
 from ccx_asgi.convert.events import ResponseStream, new_id, usage_dict
+from ccx_asgi.convert.reasoning_codec import decode_chat_reasoning, encode_chat_reasoning
 from ccx_asgi.convert.tools import (
     ToolCatalog,
     ToolSpec,
@@ -151,6 +152,9 @@ def _content(parts: Any, role: str) -> str | list[dict[str, Any]]:
 
 
 def _reasoning_text(item: dict[str, Any]) -> str:
+    exact = decode_chat_reasoning(item.get("encrypted_content"))
+    if exact is not None:  # the upstream's own reasoning, as this gateway wrapped it
+        return exact
     texts = []
     for key in ("content", "summary"):
         parts = item.get(key)
@@ -555,6 +559,7 @@ class ChatStreamTranslator:
         self._text: int | None = None
         self._refusal: int | None = None
         self._calls: dict[int, _Call] = {}
+        self._reasoning_parts: list[str] = []
 
     # -- feeding ------------------------------------------------------------------------------
 
@@ -601,6 +606,7 @@ class ChatStreamTranslator:
                 self._switch("_reasoning")  # reasoning after text starts a new reasoning item
                 self._reasoning = stream.open_item("reasoning")
             stream.delta(self._reasoning, reasoning)
+            self._reasoning_parts.append(reasoning)
         content = delta.get("content")
         if isinstance(content, str) and content:
             if self._text is None:
@@ -677,6 +683,10 @@ class ChatStreamTranslator:
 
     def _close(self, index: int, status: str = "completed") -> None:
         if self.stream.is_open(index):
+            if index == self._reasoning and self._reasoning_parts:
+                # Lets store:false clients replay it (see ccx_asgi.convert.reasoning_codec).
+                self.stream.item(index)["encrypted_content"] = encode_chat_reasoning("".join(self._reasoning_parts))
+                self._reasoning_parts = []
             self.stream.close_item(index, status=status)
 
     def _close_call(self, call: _Call, status: str) -> None:

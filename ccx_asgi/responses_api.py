@@ -1,0 +1,305 @@
+"""``GET /responses/{id}``, ``DELETE /responses/{id}``, ``GET /responses/{id}/input_items`` and
+``POST /responses/{id}/cancel``.
+
+OpenAI's shapes, served from the :class:`~ccx_asgi.store.ResponseStore`. A response created by a
+converted channel is answered from the store; one held by a native Responses upstream is forwarded
+to the channel and key that created it (through the shared ``httpx`` client of
+:class:`~ccx_asgi.upstream.Upstream`), with the upstream's own id; a streamed answer
+(``GET …?stream=true`` of a background response) is relayed as it arrives. Another client key's
+response, an expired, deleted or never stored one: 404, the same answer as an unknown id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+import httpx
+import orjson
+from pydantic import SecretStr
+
+from ccx_asgi.asgi import request_id, route_path, send_json
+from ccx_asgi.breaker import target_id
+from ccx_asgi.errors import InvalidRequestError, NotFoundError, UpstreamConnectError, UpstreamTimeoutError
+from ccx_asgi.keys import KeySet
+from ccx_asgi.settings import ChannelConfig
+from ccx_asgi.store import ResponseStore, StoredResponse, client_owner
+from ccx_asgi.types import Receive, Scope, Send
+from ccx_asgi.upstream import Upstream, redact
+
+__all__ = ["StoredResponsesAPI", "stored_route"]
+
+logger = logging.getLogger("ccx_asgi.store")
+
+_ROUTE = re.compile(r"^/responses/([A-Za-z0-9_.:-]{1,200})(/input_items|/cancel)?/?$")
+_MAX_FORWARDED = 64 * 1024 * 1024
+_ITEM_PREFIX = {
+    "message": "msg",
+    "function_call": "fc",
+    "function_call_output": "fco",
+    "custom_tool_call": "ctc",
+    "custom_tool_call_output": "ctco",
+    "reasoning": "rs",
+}
+
+
+def stored_route(method: str, path: str) -> bool:
+    """Whether ``method path`` is one of this API's routes."""
+    match = _ROUTE.match(path)
+    if match is None:
+        return False
+    suffix = match.group(2)
+    if suffix == "/cancel":
+        return method == "POST"
+    return method == "GET" or (method == "DELETE" and suffix is None)
+
+
+def _listed_item(response_id: str, index: int, item: Any) -> dict[str, Any]:
+    """An input item as OpenAI lists it: with an ``id`` (stable per position) and list content."""
+    if not isinstance(item, dict):
+        item = {"type": "message", "role": "user", "content": str(item)}
+    kind = item.get("type", "message")
+    out = {**item, "type": kind}
+    if kind == "message":
+        role = out.get("role", "user")
+        content = out.get("content")
+        part = "output_text" if role == "assistant" else "input_text"
+        if isinstance(content, str):
+            out["content"] = [{"type": part, "text": content, **({"annotations": []} if role == "assistant" else {})}]
+        out.setdefault("status", "completed")
+    if not isinstance(out.get("id"), str) or not out["id"]:
+        digest = hashlib.sha256(f"{response_id}:{index}".encode()).hexdigest()[:24]
+        out["id"] = f"{_ITEM_PREFIX.get(str(kind), 'item')}_{digest}"
+    return out
+
+
+def _int_param(query: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int:
+    raw = query.get(name, [str(default)])[-1]
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise InvalidRequestError(
+            f"'{name}' must be an integer from {low} to {high}.", param=name, code="invalid_value"
+        )
+    return value
+
+
+class StoredResponsesAPI:
+    """The stored-response routes (see the module docstring), one ASGI app for all three.
+
+    ``client_keys`` decide the owner of a request exactly as in
+    :class:`~ccx_asgi.middleware.stateful.StatefulMiddleware`.
+    """
+
+    def __init__(
+        self,
+        store: ResponseStore,
+        channels: Sequence[ChannelConfig],
+        upstream: Upstream,
+        *,
+        client_keys: Sequence[SecretStr] = (),
+    ) -> None:
+        self.store = store
+        self.channels = {c.name: c for c in channels}
+        self.upstream = upstream
+        self.keys = KeySet(client_keys) if client_keys else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one stored-response request."""
+        match = _ROUTE.match(route_path(scope))
+        if match is None:  # the app routes only matching paths here
+            raise NotFoundError("No such stored-response route.")
+        response_id, suffix = match.group(1), match.group(2) or ""
+        method = scope.get("method", "GET")
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        record = await self.store.get(client_owner(scope, self.keys), response_id)
+        if record is None:
+            why = "" if self.store.enabled else " Storing responses is off on this gateway (CCX_RESPONSE_STORE)."
+            raise NotFoundError(f"Response with id '{response_id}' not found.{why}")
+        if record.kind == "native":
+            await self._forward(scope, send, record, method, suffix)
+        elif suffix == "/cancel":
+            raise InvalidRequestError(
+                f"Response '{record.id}' cannot be cancelled: only background responses can be, and this "
+                "gateway runs none on converted channels.",
+                code="invalid_value",
+            )
+        elif suffix:
+            await send_json(send, self._input_items(record, query), headers=self._headers(scope))
+        elif method == "DELETE":
+            await self.store.delete(record)
+            await send_json(
+                send, {"id": record.id, "object": "response", "deleted": True}, headers=self._headers(scope)
+            )
+        else:
+            if query.get("stream", ["false"])[-1].lower() == "true":
+                raise InvalidRequestError(
+                    "Streaming a stored response ('stream=true') is not supported by this gateway; "
+                    "retrieve it without 'stream'.",
+                    param="stream",
+                    code="unsupported_parameter",
+                )
+            await send_json(send, record.response, headers=self._headers(scope))
+
+    @staticmethod
+    def _headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+        return [(b"x-request-id", request_id(scope).encode("latin-1"))]
+
+    @staticmethod
+    def _input_items(record: StoredResponse, query: dict[str, list[str]]) -> dict[str, Any]:
+        limit = _int_param(query, "limit", 20, 1, 100)
+        order = query.get("order", ["desc"])[-1]
+        if order not in ("asc", "desc"):
+            raise InvalidRequestError("'order' must be 'asc' or 'desc'.", param="order", code="invalid_value")
+        own = (record.input or [])[record.own_from :]
+        items = [_listed_item(record.id, record.own_from + n, item) for n, item in enumerate(own)]
+        if order == "desc":
+            items.reverse()
+        after = query.get("after", [""])[-1]
+        if after:
+            position = next((n for n, item in enumerate(items) if item["id"] == after), None)
+            if position is None:
+                raise InvalidRequestError(
+                    f"'after' names item '{after}', which is not an input item of this response.",
+                    param="after",
+                    code="invalid_value",
+                )
+            items = items[position + 1 :]
+        page = items[:limit]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > limit,
+        }
+
+    def _target(self, record: StoredResponse) -> tuple[ChannelConfig, SecretStr | None]:
+        channel = self.channels.get(record.channel)
+        if channel is not None:
+            keys: list[SecretStr | None] = [*channel.api_keys] or [None]
+            for key in keys:
+                if target_id(channel.name, key) == record.target:
+                    return channel, key
+        raise NotFoundError(
+            f"Response with id '{record.id}' is held by channel '{record.channel}' with a key that is no longer "
+            "configured on this gateway."
+        )
+
+    async def _forward(self, scope: Scope, send: Send, record: StoredResponse, method: str, suffix: str) -> None:
+        """Ask the upstream account that holds the response, and relay its answer."""
+        channel, key = self._target(record)
+        upstream_id = record.upstream_id or record.id
+        url = channel.url(f"/responses/{quote(upstream_id, safe='')}{suffix}")
+        query = scope.get("query_string", b"").decode("latin-1")
+        headers = {
+            **{k: v.get_secret_value() for k, v in channel.headers.items()},
+            "accept": "application/json",
+            "x-request-id": request_id(scope),
+        }
+        if key is not None:
+            headers["authorization"] = f"Bearer {key.get_secret_value()}"
+        timeout = httpx.Timeout(
+            connect=channel.connect_timeout,
+            read=channel.first_byte_timeout,
+            write=channel.write_timeout,
+            pool=channel.connect_timeout,
+        )
+        secrets = [key.get_secret_value()] if key is not None else []
+        secrets += [v.get_secret_value() for v in channel.headers.values()]
+        started = False
+        try:
+            async with self.upstream.client.stream(
+                method, url + (f"?{query}" if query else ""), headers=headers, timeout=timeout
+            ) as answer:
+                status = answer.status_code
+                if status < 300 and answer.headers.get("content-type", "").startswith("text/event-stream"):
+                    started = True
+                    await self._relay(scope, send, channel, answer, secrets)
+                    return
+                buffer = bytearray()
+                async for chunk in answer.aiter_bytes():
+                    buffer += chunk
+                    if len(buffer) > _MAX_FORWARDED:
+                        raise UpstreamConnectError(f"channel {channel.name!r}: the stored response is too large")
+            body = bytes(buffer)
+        except httpx.HTTPError as exc:
+            if started:  # the relayed stream broke: nothing more can be said on this response
+                logger.warning("channel %s: stored response stream broke: %s", channel.name, type(exc).__name__)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            if isinstance(exc, httpx.TimeoutException):
+                raise UpstreamTimeoutError(
+                    f"channel {channel.name!r}: timed out fetching the stored response"
+                ) from None
+            raise UpstreamConnectError(
+                f"channel {channel.name!r}: could not reach the upstream that holds the response ({type(exc).__name__})"
+            ) from None
+        try:
+            data: Any = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            data = None
+        if (200 <= status < 300 and method == "DELETE") or (status == 404 and not suffix):
+            await self.store.delete(record)  # deleted, or gone upstream: the route leads nowhere now
+        if isinstance(data, dict):
+            if upstream_id != record.id and data.get("id") == upstream_id:
+                data["id"] = record.id  # the client knows the response by the id it was shown
+            payload = redact(orjson.dumps(data).decode(), secrets)
+        elif 200 <= status < 300 and not body:
+            payload = ""
+        else:
+            logger.info("channel %s: answered %d with a non-JSON body for a stored response", channel.name, status)
+            payload = orjson.dumps(
+                {
+                    "error": {
+                        "message": f"channel {channel.name!r} answered {status} without a JSON body",
+                        "type": "upstream_error",
+                        "param": None,
+                        "code": "upstream_error",
+                    }
+                }
+            ).decode()
+            status = 502 if status < 400 else status
+        raw = payload.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(raw)).encode()),
+                    *self._headers(scope),
+                    (b"x-ccx-channel", channel.name.encode("utf-8", "replace")),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": raw})
+
+    async def _relay(
+        self, scope: Scope, send: Send, channel: ChannelConfig, answer: httpx.Response, secrets: list[str]
+    ) -> None:
+        """Pass an upstream event stream through as it arrives (secrets replaced chunk by chunk)."""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": answer.status_code,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    *self._headers(scope),
+                    (b"x-ccx-channel", channel.name.encode("utf-8", "replace")),
+                ],
+            }
+        )
+        needles = [s.encode() for s in secrets if len(s) >= 4]
+        async for chunk in answer.aiter_bytes():
+            for needle in needles:
+                chunk = chunk.replace(needle, b"[redacted]")
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
