@@ -445,7 +445,7 @@ ECHOED = {
     "text": {"format": {"type": "text"}, "verbosity": "low"},
     "reasoning": {"effort": "low", "summary": "auto"},
     "metadata": {"ticket": "T-1"},
-    "previous_response_id": "resp_prev",
+    "previous_response_id": None,  # set to a stored response by the test
     "store": False,
 }
 
@@ -454,7 +454,12 @@ ECHOED = {
 async def test_the_response_echoes_the_request(stream: bool, make_app: AppFactory, client_for) -> None:
     fake = FakeChatUpstream(script=lambda body: text_reply("hi"))
     app = make_app([chat_channel()], transport=routed(chat=fake))
-    response = await client_for(app).post("/responses", json={"model": "m", "input": "x", "stream": stream, **ECHOED})
+    client = client_for(app)
+    # previous_response_id must name a stored response (an unknown one is a 400), so make one first.
+    first = await client.post("/responses", json={"model": "m", "input": "earlier"})
+    assert first.status_code == 200, first.text
+    echoed = {**ECHOED, "previous_response_id": first.json()["id"]}
+    response = await client.post("/responses", json={"model": "m", "input": "x", "stream": stream, **echoed})
     assert response.status_code == 200, response.text
     if stream:
         events = parse_sse(response.content)
@@ -465,7 +470,7 @@ async def test_the_response_echoes_the_request(stream: bool, make_app: AppFactor
         objects = [response.json()]
     for obj in objects:  # created, in_progress and the terminal object alike
         validate_response(obj)
-        assert {k: obj[k] for k in ECHOED} == ECHOED
+        assert {k: obj[k] for k in echoed} == echoed
 
 
 async def test_echo_defaults_are_openai_defaults(make_app: AppFactory, client_for) -> None:
