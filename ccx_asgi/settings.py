@@ -266,6 +266,14 @@ class CCXSettings(BaseSettings):
     keepalive_interval: float = Field(
         default=10.0, ge=0, description="Seconds of silence before a response.in_progress keep-alive (0 disables)."
     )
+    # standalone server: worker processes (python -m ccx_asgi --workers)
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=512,
+        description="Standalone server worker processes behind one port; state is per process unless "
+        "CCX_REDIS_URL is set.",
+    )
 
     @field_validator("extra_proxy_access_keys", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from ccx_asgi.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
+from ccx_asgi.hints import upstream_error_hint
 from ccx_asgi.settings import DEMO_BASE_URL, ChannelConfig
 
 __all__ = ["Upstream", "UpstreamResponse", "forwardable_headers", "redact"]
@@ -491,7 +492,8 @@ class Upstream:
         else:
             client_status = 400
         return UpstreamStatusError(
-            f"channel {attempt.channel.name!r}: upstream returned HTTP {status}: {message}",
+            f"channel {attempt.channel.name!r}: upstream returned HTTP {status}: {message}"
+            + upstream_error_hint(attempt.channel, status, message),
             status=client_status,
             code=code if not retryable else "upstream_error",
             retryable=retryable,
