@@ -34,6 +34,28 @@ def repository_files() -> list[Path]:
     return [ROOT / name for name in listed.decode().split("\0") if name and (ROOT / name).is_file()]
 
 
+def repository_links() -> list[Path]:
+    """Symbolic links a clone would get (``git ls-files`` lists them; they are no files to read)."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT, capture_output=True, check=True, timeout=30,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [ROOT / name for name in listed.decode().split("\0") if name and (ROOT / name).is_symlink()]
+
+
+def links_out(links: Iterable[Path], root: Path = ROOT) -> list[tuple[str, str]]:
+    """``(link, target)`` for links that point at an absolute path or out of ``root``."""
+    out = []
+    for link in links:
+        target = os.readlink(link)
+        if os.path.isabs(target) or not (link.parent / target).resolve().is_relative_to(root.resolve()):
+            out.append((str(link.relative_to(root)), target))
+    return out
+
+
 def machine_paths() -> list[str]:
     """Strings that name this machine's layout; built at run time so this file does not contain them."""
     found = {
@@ -86,6 +108,20 @@ def test_no_file_names_a_machine_path() -> None:
     assert not hits, "files that name a path of this machine (a clone elsewhere has none of them):\n" + "\n".join(
         f"  {name}:{line}: {needle!r} in {context!r}" for name, line, needle, context in hits
     )
+
+
+def test_no_link_points_out_of_the_repository() -> None:
+    # A link to a shared install (.cache -> elsewhere) names a machine path as surely as a file does.
+    assert links_out(repository_links()) == []
+
+
+def test_links_out_finds_a_link_out(tmp_path: Path) -> None:
+    (tmp_path / "inside").mkdir()
+    (tmp_path / "ok").symlink_to("inside")
+    (tmp_path / "absolute").symlink_to(tmp_path / "inside")
+    (tmp_path / "up").symlink_to("../elsewhere")
+    found = links_out([tmp_path / "ok", tmp_path / "absolute", tmp_path / "up"], root=tmp_path)
+    assert found == [("absolute", str(tmp_path / "inside")), ("up", "../elsewhere")]
 
 
 def test_the_scan_finds_planted_paths(tmp_path: Path) -> None:
