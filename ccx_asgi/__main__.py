@@ -28,6 +28,7 @@ from ccx_asgi.hints import not_found_hint
 from ccx_asgi.observability import configure_logging
 from ccx_asgi.settings import CCXSettings, ChannelConfig, load_settings
 from ccx_asgi.types import Receive, Scope, Send
+from ccx_asgi.upstream import redact
 
 __all__ = [
     "StandaloneApp",
@@ -186,6 +187,13 @@ def _fail(message: str, status: int) -> SystemExit:
     return SystemExit(status)
 
 
+def _secrets(settings: CCXSettings) -> list[str]:
+    values = [*settings.client_keys(), *settings.admin_keys(), *([settings.redis_url] if settings.redis_url else [])]
+    for channel in settings.channels:
+        values += [*channel.api_keys, *channel.headers.values()]
+    return [v.get_secret_value() for v in values]
+
+
 def _apply_flags(args: argparse.Namespace) -> None:
     # Flags go into the environment (not only into this process's settings) so that worker
     # processes, which read the environment, see them too.
@@ -229,8 +237,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise _fail("the standalone server needs uvicorn: pip install 'ccx-asgi[server]'", _EXIT_START) from None
 
     single = settings.workers == 1
-    # A single process builds its app before binding, so a broken configuration never holds the port.
-    app: Any = build_standalone(settings) if single else "ccx_asgi.__main__:worker_app"
+    # The app is built before binding, so a broken configuration never holds the port; workers
+    # build their own (a factory by import string), this one then only proved that they can.
+    try:
+        built = build_standalone(settings)
+    except ValueError as exc:  # ConfigurationError, or a library refusing a value (a malformed Redis URL)
+        raise _fail(f"cannot start: {redact(str(exc), _secrets(settings))}", _EXIT_CONFIG) from None
+    app: Any = built if single else "ccx_asgi.__main__:worker_app"
     limits = raise_open_file_limit()
     # "auto" picks uvloop and httptools when installed: they lower the latency floor for everyone.
     # Our formatter for uvicorn's own lines too; its access log is replaced by ccx_asgi.requests.
