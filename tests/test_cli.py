@@ -161,6 +161,11 @@ def test_bad_flag_and_bad_variable_exit_2_with_one_line() -> None:
         done.stderr.strip()
         == "ccx_asgi: invalid configuration: CCX_WORKERS: Input should be greater than or equal to 1"
     )
+    # A value the settings accept but a library refuses when the app is built: one line, no traceback.
+    done = run("--workers", "2", CCX_REDIS_URL="foo://user:redis-password@cache")
+    assert done.returncode == 2
+    assert "ccx_asgi: cannot start: Redis URL must specify one of the following schemes" in done.stderr
+    assert "Traceback" not in done.stderr and "redis-password" not in done.stderr
 
 
 def test_flags_win_over_variables(gateways: list[Gateway]) -> None:
