@@ -145,6 +145,15 @@ def test_help_prints_usage_and_exits_0_without_serving() -> None:
     assert "listening" not in done.stdout + done.stderr
 
 
+def test_every_flag_is_documented() -> None:
+    flags = set(re.findall(r"--[a-z][a-z-]+", run("--help").stdout)) - {"--help", "--version"}
+    assert flags == {"--host", "--port", "--log-level", "--workers"}
+    configuration = (ROOT / "docs" / "configuration.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for flag in flags:
+        assert f"`{flag}`" in configuration and f"`{flag}`" in readme, flag
+
+
 def test_version() -> None:
     done = run("--version")
     assert done.returncode == 0
@@ -169,8 +178,12 @@ def test_bad_flag_and_bad_variable_exit_2_with_one_line() -> None:
 
 
 def test_flags_win_over_variables(gateways: list[Gateway]) -> None:
-    # The variables ask for port 1 (not ours to bind) and ERROR logging; the flags override both.
-    gateway = Gateway(["--port", "0", "--log-level", "info"], CCX_PORT="1", CCX_LOG_LEVEL="ERROR")
+    # Every variable asks for something that cannot work (an address not ours, port 1, no workers)
+    # or hides the evidence (ERROR logging); the flags override each of them.
+    gateway = Gateway(
+        ["--host", "127.0.0.1", "--port", "0", "--log-level", "info", "--workers", "1"],
+        CCX_HOST="192.0.2.1", CCX_PORT="1", CCX_LOG_LEVEL="ERROR", CCX_WORKERS="0",
+    )  # fmt: skip
     gateways.append(gateway)
     url = gateway.url()
     answer = httpx.post(f"{url}/v1/responses", json={"model": "gpt-5.5", "input": "hi"}, headers=auth(), timeout=10)
