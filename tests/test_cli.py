@@ -6,6 +6,7 @@ over HTTP; ``--port 0`` lets the server pick a free port, which it reports in it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -52,6 +53,7 @@ class Gateway:
             stderr=subprocess.STDOUT,
             text=True,
             preexec_fn=preexec,
+            start_new_session=True,  # its own process group: cleanup reaches the worker processes too
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -101,8 +103,25 @@ class Gateway:
         try:
             code = self.proc.wait(timeout=20)
         finally:
+            self.kill_group()
             self._reader.join(timeout=5)
         return code in (0, -signal.SIGTERM) and "Traceback" not in self.log
+
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left of the process group (workers whose supervisor is gone)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def workers(self) -> list[int]:
+        """Pids of the live processes in the server's process group, the server itself excluded."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != self.proc.pid:
+                with contextlib.suppress(OSError, IndexError):
+                    fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                    if int(fields[2]) == self.proc.pid and fields[0] != "Z":  # pgrp, state
+                        found.append(int(entry.name))
+        return found
 
 
 @pytest.fixture
@@ -111,8 +130,8 @@ def gateways() -> Iterator[list[Gateway]]:
     yield started
     for gateway in started:
         if gateway.proc.poll() is None:
-            gateway.proc.kill()
-            gateway.proc.wait(timeout=10)
+            gateway.stop()
+        gateway.kill_group()
 
 
 def run(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
@@ -270,6 +289,17 @@ def test_start_up_log_says_state_is_per_process(gateways: list[Gateway]) -> None
     gateways.append(several)
     several.wait_for(r"WARNING ccx_asgi: breaker, affinity and stored-response state is per process: each of the 2")
     assert "(2 workers, pid" in several.wait_for(LISTENING).string
+    several.url()
+    deadline = time.monotonic() + 30
+    while len(several.workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(several.workers()) >= 2, several.log  # two workers (plus multiprocessing's tracker)
+    several.proc.terminate()
+    assert several.proc.wait(timeout=30) == 0  # the supervisor stops its workers, then exits
+    deadline = time.monotonic() + 10
+    while several.workers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert several.workers() == []
 
 
 def test_metrics_come_with_the_server_extra(gateways: list[Gateway]) -> None:
