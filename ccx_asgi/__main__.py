@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ccx_asgi import __version__
 
     parser = argparse.ArgumentParser(
-        prog="python -m ccx_asgi",
+        prog="ccx-asgi" if os.path.basename(sys.argv[0]) == "ccx-asgi" else "python -m ccx_asgi",
         description="Serve the ccx_asgi Responses gateway at http://HOST:PORT/v1 (POST /v1/responses). "
         "Channels, keys and every other setting come from CCX_* environment variables "
         "(see docs/configuration.md); with no CCX_CHANNELS the built-in demo channel answers.",
