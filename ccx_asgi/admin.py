@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import inspect
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -208,6 +209,8 @@ class AdminAPI:
         return {
             "gateway": {
                 "version": self.version,
+                # With several worker processes each answers for itself: the pid says which one did.
+                "pid": os.getpid(),
                 "started_at": _iso(self.started),
                 "uptime_seconds": round(now - self.started, 1),
                 "metrics_path": self.metrics_path if self.observer.metrics is not None else None,
@@ -339,11 +342,29 @@ def _badge(text: str, kind: str = "") -> str:
 
 
 def _state_text(value: Any) -> str:
+    """A breaker or other state for people: its ``state`` when it has one, else ``key value`` pairs."""
     if value is None:
         return "unknown"
     if isinstance(value, Mapping):
-        value = value.get("state", value)
+        if "state" in value:
+            return _state_text(value["state"])
+        return ", ".join(f"{str(k).replace('_', ' ')} {_state_text(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return str(value)
+
+
+def _affinity_text(value: Any) -> str:
+    if isinstance(value, Mapping) and isinstance(value.get("ttl_seconds"), int | float):
+        ttl = value["ttl_seconds"]
+        rest = {k: v for k, v in value.items() if k != "ttl_seconds"}
+        span = f"{ttl / 60:g} min" if ttl >= 60 and ttl % 60 == 0 else f"{ttl:g} s"
+        return f"on: a conversation stays on its channel for {span}" + (f" ({_state_text(rest)})" if rest else "")
+    return _state_text(value)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _status_badge(entry: Mapping[str, Any]) -> str:
@@ -427,7 +448,7 @@ def _channel_section(channel: Mapping[str, Any]) -> str:
         f"<dt>keys</dt><dd><code>{_e(keys)}</code></dd>"
         f"<dt>model map</dt><dd>{mapping}</dd>"
         f"<dt>allowlist</dt><dd>{_e(', '.join(channel.get('models') or ()) or 'all models')}</dd>"
-        f"<dt>affinity</dt><dd>{_e(_state_text(channel.get('affinity')))}</dd>"
+        f"<dt>affinity</dt><dd>{_e(_affinity_text(channel.get('affinity')))}</dd>"
         f"<dt>requests</dt><dd>{_e(stats.get('requests', 0))} served, {_e(stats.get('ok', 0))} completed,"
         f" {_e(stats.get('failed_attempts', 0))} failed attempts</dd>"
         "</dl>"
@@ -459,6 +480,7 @@ def render_status_page(snapshot: Mapping[str, Any]) -> str:
         f"<title>ccx_asgi status</title><style>{_STYLE}</style></head><body>"
         f"<header><h1>ccx_asgi gateway</h1><span>version {_e(gateway['version'])}</span>"
         f"<span>up {uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s (since {_e(gateway['started_at'])})</span>"
-        f"<span>{len(snapshot['channels'])} channels</span><span>{links}</span></header>"
+        f"<span>{_plural(len(snapshot['channels']), 'channel')}</span>"
+        f"<span>pid {_e(gateway.get('pid'))}</span><span>{links}</span></header>"
         f"<main>{notice}{sections}</main></body></html>"
     )

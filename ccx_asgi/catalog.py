@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 
+from ccx_asgi.channels.demo import demo_models
 from ccx_asgi.routing import Allowlist, public_models
 from ccx_asgi.settings import ChannelConfig
 
@@ -49,6 +50,7 @@ class ModelCatalog:
         self._ttl = ttl
         self._timeout = httpx.Timeout(timeout)
         self._static = [_entry(name, channel) for name, channel in public_models(channels)]
+        self._static += [_entry(name, owner) for name, owner in demo_models(channels, {e["id"] for e in self._static})]
         self._remote = (
             [(c, Allowlist.compile(c.models)) for c in channels if c.service_type in ("responses", "chat", "claude")]
             if fetch

@@ -1,13 +1,28 @@
-"""Helpful 404 messages for the usual client configuration mistakes.
+"""Helpful messages for the usual configuration mistakes.
 
 Codex and SDK users get a base URL slightly wrong more often than anything else: ``/v1`` twice
 (``…/v1/v1/responses``), no ``/v1`` at all (``…/responses``), or a Chat Completions client pointed at
-a Responses-only gateway. The 404 then says what to configure instead.
+a Responses-only gateway. The 404 then says what to configure instead (:func:`not_found_hint`).
+
+Operators most often miss ``normalize_roles`` for an upstream that rejects Codex's ``developer``
+role; the upstream's 400 then carries the fix (:func:`upstream_error_hint`).
 """
 
 from __future__ import annotations
 
-__all__ = ["not_found_hint"]
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ccx_asgi.settings import ChannelConfig
+
+__all__ = ["not_found_hint", "upstream_error_hint"]
+
+# How upstreams word a rejected role: DeepSeek/Volcengine (serde) "unknown variant `developer`",
+# others "invalid role: developer", "role 'developer' is not supported", "developer role".
+_DEVELOPER_ROLE = re.compile(
+    r"unknown variant\W+developer|role\W+(?:\w+\W+){0,3}developer|developer\W+(?:\w+\W+)?role", re.IGNORECASE
+)
 
 _CHAT = ("/chat/completions", "/completions")
 _OURS = ("/responses", "/models")
@@ -58,3 +73,17 @@ def not_found_hint(client_path: str, route: str, *, mount: str = "") -> str | No
             "clients append /responses themselves."
         )
     return None
+
+
+def upstream_error_hint(channel: ChannelConfig, status: int, message: str) -> str:
+    """Text to append to an upstream's error ``message`` (status ``status``) that says how to fix it, or ``""``.
+
+    Only a 400/422 that rejects the ``developer`` role on a channel without ``normalize_roles``
+    gets one today; the upstream's own words stay first, unchanged.
+    """
+    if status in (400, 422) and not channel.normalize_roles and _DEVELOPER_ROLE.search(message):
+        return (
+            f' (the upstream rejects the "developer" role Codex sends: set "normalize_roles": true on channel '
+            f'{channel.name!r} in CCX_CHANNELS to send it as "system")'
+        )
+    return ""

@@ -300,6 +300,14 @@ class CCXSettings(BaseSettings):
     response_store_max_mb: float = Field(
         default=256, gt=0, description="Memory for stored responses in MB (bounds a single one too)."
     )
+    # standalone server: worker processes (python -m ccx_asgi --workers)
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=512,
+        description="Standalone server worker processes behind one port; state is per process unless "
+        "CCX_REDIS_URL is set.",
+    )
 
     @field_validator("extra_proxy_access_keys", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from ccx_asgi.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
+from ccx_asgi.hints import upstream_error_hint
 from ccx_asgi.settings import DEMO_BASE_URL, ChannelConfig
 from ccx_asgi.upstream_errors import upstream_status_error
 
@@ -478,6 +479,7 @@ class Upstream:
                 retryable=True,
                 upstream_status=status,
             )
+        message += upstream_error_hint(attempt.channel, status, message)
         return upstream_status_error(attempt.channel.name, status, code, message, retry_after=_retry_after(response))
 
     async def iter_bytes(self, attempt: Attempt, response: UpstreamResponse) -> AsyncIterator[bytes]:
