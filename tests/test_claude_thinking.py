@@ -60,6 +60,11 @@ def convert(body: dict[str, Any], model: str, **options: Any) -> dict[str, Any]:
         ("claude-opus-4-5", "budget", "high"),
         ("claude-opus-4-20250514", "budget", "high"),
         ("claude-3-7-sonnet-latest", "budget", "high"),
+        # A date after the family is not a version (read as 20, it made 3.x models adaptive-only).
+        ("claude-3-7-sonnet-20250219", "budget", "high"),
+        ("anthropic.claude-3-7-sonnet-20250219-v1:0", "budget", "high"),
+        ("claude-3-5-sonnet-20241022", "budget", "high"),
+        ("claude-3-5-haiku@20241022", "budget", "high"),
         ("claude-haiku-4-5", "budget", "high"),
         ("my-proxy-model", "budget", "high"),
     ],

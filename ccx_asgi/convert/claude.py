@@ -81,9 +81,9 @@ _PLACEHOLDER_USER = "(the conversation continues)"
 
 ThinkingMode = Literal["auto", "adaptive", "budget", "off"]
 # claude-opus-4-7, claude-sonnet-4-5-20250929, claude-3-7-sonnet-latest, anthropic.claude-opus-4-6-v1,
-# claude-mythos-preview: the family and its version (a date is not a minor version).
+# claude-mythos-preview: the family and its version (a date is neither a major nor a minor version).
 _MODEL_ID = re.compile(
-    r"claude-(?:(\d)(?:-(\d))?-)?(opus|sonnet|haiku|mythos|fable)(?:-(\d{1,2})(?:[-.](\d{1,2})(?!\d))?)?",
+    r"claude-(?:(\d)(?:-(\d))?-)?(opus|sonnet|haiku|mythos|fable)(?:-(\d{1,2})(?!\d)(?:[-.](\d{1,2})(?!\d))?)?",
     re.IGNORECASE,
 )
 #: ``reasoning.effort`` → Claude's ``output_config.effort`` (Claude has no "minimal").
