@@ -17,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ccx_asgi.convert.chat import ChatOptions, request_tools, to_chat_request
-from ccx_asgi.convert.claude import DEFAULT_THINKING_BUDGETS, to_claude_request
+from ccx_asgi.convert.claude import to_claude_request
+from ccx_asgi.convert.effort import DEFAULT_THINKING_BUDGETS
 from ccx_asgi.convert.roles import normalize_roles
 from ccx_asgi.convert.tools import ToolCatalog
 from ccx_asgi.errors import InvalidRequestError

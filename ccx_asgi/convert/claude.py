@@ -31,8 +31,8 @@ from ccx_asgi.convert.common import (
     debug_once,
     input_items,
     parse_data_url,
-    reasoning_effort,
 )
+from ccx_asgi.convert.effort import DEFAULT_THINKING_BUDGETS, MIN_THINKING_BUDGET, reasoning_effort
 from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.convert.tools import (
     ToolCatalog,
@@ -49,8 +49,6 @@ from ccx_asgi.types import Event
 from ccx_asgi.upstream_errors import response_error_code
 
 __all__ = [
-    "DEFAULT_THINKING_BUDGETS",
-    "MIN_THINKING_BUDGET",
     "REASONING_PREFIX",
     "ClaudeModel",
     "ClaudeStreamTranslator",
@@ -64,16 +62,6 @@ __all__ = [
 
 #: Marks ``encrypted_content`` written by this proxy: format version 1, upstream family ``claude``.
 REASONING_PREFIX = "ccx1.claude."
-#: Claude rejects smaller thinking budgets.
-MIN_THINKING_BUDGET = 1024
-#: ``reasoning.effort`` → ``thinking.budget_tokens`` unless the channel configures its own table.
-DEFAULT_THINKING_BUDGETS: Mapping[str, int] = {
-    "minimal": 1024,
-    "low": 4096,
-    "medium": 10000,
-    "high": 24000,
-    "xhigh": 32000,
-}
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
 _THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})

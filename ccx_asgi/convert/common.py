@@ -5,8 +5,9 @@
   ``"text"``, ``"image"``, ``"file"``, ``"audio"`` or ``"other"``;
 - :func:`check_parts` finds the first image, file or audio part of a request a channel cannot send
   and answers 400 naming it (``input[3].content[1]``), instead of a silent drop;
-- :func:`parse_data_url` splits a ``data:`` image URL into media type and base64 payload;
-- :func:`reasoning_effort` reads ``reasoning.effort`` (``None`` when absent or ``"none"``).
+- :func:`parse_data_url` splits a ``data:`` image URL into media type and base64 payload.
+
+Effort levels and thinking limits live in :mod:`ccx_asgi.convert.effort`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ __all__ = [
     "debug_once",
     "input_items",
     "parse_data_url",
-    "reasoning_effort",
     "unresolved_file",
 ]
 
@@ -37,7 +37,6 @@ PartKind = Literal["text", "image", "file", "audio", "other"]
 PartProblem = Callable[[str, dict[str, Any]], str | None]
 
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
-_EFFORTS = frozenset({"minimal", "low", "medium", "high", "xhigh"})
 _logged: set[str] = set()
 
 
@@ -148,12 +147,3 @@ def parse_data_url(url: str) -> tuple[str, str] | None:
         return None
     media_type = header[: -len(";base64")].split(";")[0].strip().lower() or "application/octet-stream"
     return media_type, data
-
-
-def reasoning_effort(body: dict[str, Any]) -> str | None:
-    """The requested ``reasoning.effort`` (``minimal`` … ``xhigh``), or ``None`` for absent/``none``."""
-    reasoning = body.get("reasoning")
-    if not isinstance(reasoning, dict):
-        return None
-    effort = reasoning.get("effort")
-    return effort if isinstance(effort, str) and effort in _EFFORTS else None
