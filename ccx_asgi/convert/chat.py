@@ -1,10 +1,13 @@
 """Responses ⇄ OpenAI Chat Completions, as pure functions and a pure stream state machine.
 
-- :func:`to_chat_request` turns a Responses request body into a Chat Completions body (see
-  ``shared/reference/conversion.md`` for the table it implements).
+- :func:`to_request` turns a Responses request body into a Chat Completions body (see
+  ``shared/reference/conversion.md`` for the table it implements), as :class:`ChatOptions` say.
 - :class:`ChatStreamTranslator` turns Chat stream chunks into Responses events through
   :class:`~ccx_asgi.convert.events.ResponseStream` (``feed(chunk) -> events``, ``finish() -> events``).
-- :func:`chat_to_response` turns a non-streaming Chat completion into a Responses object.
+- :func:`to_response` turns a non-streaming Chat completion into a Responses object.
+
+:mod:`ccx_asgi.convert.claude` has the same shape (``to_request``, a stream translator,
+``to_response``, an options dataclass with ``from_channel``).
 
 Nothing here does I/O. Tools go through the shared :class:`~ccx_asgi.convert.tools.ToolCatalog`
 (custom tools become one-string-argument functions, namespaces are flattened) so upstream calls
@@ -15,11 +18,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from ccx_asgi.convert.common import check_parts, content_parts, debug_once
+from ccx_asgi.convert.common import ConversionError, PerChannel, check_parts, content_parts, debug_once
 from ccx_asgi.convert.events import ResponseStream, new_id, usage_dict
 from ccx_asgi.convert.tools import (
     ToolCatalog,
@@ -35,16 +38,18 @@ from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.types import Event
 from ccx_asgi.upstream_errors import response_error_code
 
+if TYPE_CHECKING:
+    from ccx_asgi.settings import ChannelConfig
+
 __all__ = [
     "FORWARDABLE_FIELDS",
-    "ChatConversionError",
     "ChatOptions",
     "ChatStreamTranslator",
     "chat_messages",
-    "chat_to_response",
     "chat_usage",
     "request_tools",
-    "to_chat_request",
+    "to_request",
+    "to_response",
 ]
 
 logger = logging.getLogger("ccx_asgi.convert.chat")
@@ -70,13 +75,12 @@ _OPENAI_STATE = {
 _LEGACY_CALL = -1
 
 
-class ChatConversionError(ValueError):
-    """An upstream answer that cannot be read as a Chat completion."""
-
-
 @dataclass(frozen=True, slots=True)
 class ChatOptions:
-    """What a Chat upstream accepts (the ``chat`` options of a channel; defaults suit most upstreams)."""
+    """What a Chat upstream accepts (the ``chat`` options of a channel; defaults suit most upstreams).
+
+    Each field is the channel field of the same name without its ``chat_`` prefix.
+    """
 
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     strict_tools: bool = False
@@ -86,6 +90,28 @@ class ChatOptions:
     reasoning_content: bool = True
     allowed_tools: Literal["filter", "native"] = "filter"
     forward_fields: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_channel(cls, channel: ChannelConfig) -> ChatOptions:
+        """The options ``channel`` asks for, built once per channel configuration."""
+        return _CHANNEL_OPTIONS.get(channel)
+
+
+def _channel_options(channel: ChannelConfig) -> ChatOptions:
+    return ChatOptions(
+        max_tokens_field=channel.max_tokens_field,
+        strict_tools=channel.chat_strict_tools,
+        prompt_cache_key=channel.chat_prompt_cache_key,
+        stream_usage=channel.chat_stream_usage,
+        reasoning_effort=channel.chat_reasoning_effort,
+        reasoning_content=channel.chat_reasoning_content,
+        allowed_tools=channel.chat_allowed_tools,
+        forward_fields=frozenset(channel.chat_forward_fields),
+    )
+
+
+_CHANNEL_OPTIONS = PerChannel(_channel_options)
+_DEFAULT_OPTIONS = ChatOptions()
 
 
 # -- Responses → Chat request ------------------------------------------------------------------
@@ -353,7 +379,7 @@ def _logprobs_request(body: dict[str, Any]) -> dict[str, Any]:
     return {"logprobs": True, **({"top_logprobs": top} if top else {})}
 
 
-def to_chat_request(
+def to_request(
     body: dict[str, Any], *, model: str, options: ChatOptions | None = None, catalog: ToolCatalog | None = None
 ) -> dict[str, Any]:
     """Convert a Responses request ``body`` into a Chat Completions body for ``model``.
@@ -366,7 +392,7 @@ def to_chat_request(
     the whole table). Raises :class:`~ccx_asgi.errors.InvalidRequestError` for a part no Chat
     upstream can take (an uploaded ``file_id`` …) and when nothing is left to send.
     """
-    options = options or ChatOptions()
+    options = options or _DEFAULT_OPTIONS
     for name, reason in _OPENAI_STATE.items():
         if body.get(name) not in (None, False):
             raise InvalidRequestError(f"{name}: {reason}.", param=name, code="unsupported_parameter")
@@ -545,9 +571,8 @@ class ChatStreamTranslator:
         request: dict[str, Any] | None = None,
         *,
         catalog: ToolCatalog | None = None,
-        response_id: str | None = None,
     ) -> None:
-        self.stream = ResponseStream(model, request, response_id=response_id)
+        self.stream = ResponseStream(model, request)
         self.catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(request or {}))
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
@@ -729,22 +754,22 @@ class ChatStreamTranslator:
         return self.stream.take()
 
 
-def chat_to_response(
+def to_response(
     data: Any, *, model: str, request: dict[str, Any] | None = None, catalog: ToolCatalog | None = None
 ) -> dict[str, Any]:
     """Convert a non-streaming Chat completion into a Responses object.
 
     The completion is replayed through :class:`ChatStreamTranslator` as one chunk, so both paths
-    produce exactly the same items. Raises :class:`ChatConversionError` for a body that is not a
-    completion.
+    produce exactly the same items. Raises :class:`~ccx_asgi.convert.common.ConversionError` for a
+    body that is not a completion.
     """
     if not isinstance(data, dict):
-        raise ChatConversionError("the upstream answered with a non-object JSON body")
+        raise ConversionError("the upstream answered with a non-object JSON body")
     if isinstance(data.get("error"), dict):
-        raise ChatConversionError(f"upstream error: {data['error'].get('message') or data['error']}")
+        raise ConversionError(f"upstream error: {data['error'].get('message') or data['error']}")
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ChatConversionError("the upstream answer has no choices")
+        raise ConversionError("the upstream answer has no choices")
     choice = choices[0]
     message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     calls = message.get("tool_calls")

@@ -1,15 +1,18 @@
 """Responses ⇄ Anthropic Claude Messages, as pure functions and a pure stream state machine.
 
-- :func:`to_claude_request` turns a Responses request body into a Messages request body;
+- :func:`to_request` turns a Responses request body into a Messages request body, as
+  :class:`ClaudeOptions` say;
 - :class:`ClaudeStreamTranslator` turns Messages stream events into Responses events (driving
   :class:`~ccx_asgi.convert.events.ResponseStream`);
-- :func:`convert_claude_message` turns a non-streaming Messages answer into a Responses object (by
+- :func:`to_response` turns a non-streaming Messages answer into a Responses object (by
   replaying it through the same translator, so both paths behave identically).
+
+:mod:`ccx_asgi.convert.chat` has the same shape.
 
 Thinking round trip: every Claude ``thinking``/``redacted_thinking`` block becomes a ``reasoning``
 item whose ``encrypted_content`` is :func:`encode_reasoning` of the exact block (text and
 ``signature``, or ``data``). Clients that replay items with ``store: false`` (Codex) hand it back and
-:func:`to_claude_request` restores the block byte for byte, so Claude can verify its own signature.
+:func:`to_request` restores the block byte for byte, so Claude can verify its own signature.
 Reasoning from any other source (OpenAI's opaque strings, Chat reasoning text) cannot be signed and
 is dropped. See ``docs/claude-channels.md`` for why no extra HMAC is added.
 """
@@ -21,11 +24,14 @@ import binascii
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from ccx_asgi.convert.common import (
+    ConversionError,
+    PerChannel,
     check_parts,
     content_parts,
     debug_once,
@@ -48,16 +54,20 @@ from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.types import Event
 from ccx_asgi.upstream_errors import response_error_code
 
+if TYPE_CHECKING:
+    from ccx_asgi.settings import ChannelConfig
+
 __all__ = [
     "REASONING_PREFIX",
     "ClaudeModel",
+    "ClaudeOptions",
     "ClaudeStreamTranslator",
     "ThinkingMode",
-    "convert_claude_message",
     "decode_reasoning",
     "encode_reasoning",
     "message_events",
-    "to_claude_request",
+    "to_request",
+    "to_response",
 ]
 
 #: Marks ``encrypted_content`` written by this proxy: format version 1, upstream family ``claude``.
@@ -76,6 +86,42 @@ _MODEL_ID = re.compile(
 )
 #: ``reasoning.effort`` → Claude's ``output_config.effort`` (Claude has no "minimal").
 _ADAPTIVE_EFFORT: Mapping[str, str] = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
+
+
+@dataclass(frozen=True, slots=True)
+class ClaudeOptions:
+    """How a Claude channel converts requests (the ``claude`` options of a channel).
+
+    Each field is the channel field of the same name without its ``claude_`` prefix:
+    ``default_max_tokens`` when the client sends no ``max_output_tokens``; ``thinking_budgets`` per
+    effort (the channel's table over :data:`~ccx_asgi.convert.effort.DEFAULT_THINKING_BUDGETS`);
+    ``prompt_caching`` marks the system prompt and the newest turn with ``cache_control``;
+    ``thinking`` picks adaptive thinking or a budget (``auto``: by :class:`ClaudeModel`), or no
+    thinking (``off``).
+    """
+
+    default_max_tokens: int = 32000
+    thinking_budgets: Mapping[str, int] = field(default_factory=lambda: DEFAULT_THINKING_BUDGETS)
+    prompt_caching: bool = True
+    thinking: ThinkingMode = "auto"
+
+    @classmethod
+    def from_channel(cls, channel: ChannelConfig) -> ClaudeOptions:
+        """The options ``channel`` asks for, built once per channel configuration."""
+        return _CHANNEL_OPTIONS.get(channel)
+
+
+def _channel_options(channel: ChannelConfig) -> ClaudeOptions:
+    return ClaudeOptions(
+        default_max_tokens=channel.default_max_tokens,
+        thinking_budgets=MappingProxyType({**DEFAULT_THINKING_BUDGETS, **channel.thinking_budgets}),
+        prompt_caching=channel.prompt_caching,
+        thinking=channel.claude_thinking,
+    )
+
+
+_CHANNEL_OPTIONS = PerChannel(_channel_options)
+_DEFAULT_OPTIONS = ClaudeOptions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,24 +524,17 @@ def _mark_cache(blocks: list[dict[str, Any]]) -> None:
             return
 
 
-def to_claude_request(
-    body: dict[str, Any],
-    model: str,
-    *,
-    catalog: ToolCatalog | None = None,
-    default_max_tokens: int = 32000,
-    thinking_budgets: Mapping[str, int] = DEFAULT_THINKING_BUDGETS,
-    prompt_caching: bool = True,
-    thinking_mode: ThinkingMode = "auto",
+def to_request(
+    body: dict[str, Any], *, model: str, options: ClaudeOptions | None = None, catalog: ToolCatalog | None = None
 ) -> dict[str, Any]:
     """Convert a Responses request ``body`` to a Claude Messages request for ``model``.
 
-    ``catalog`` is the flattened ``tools`` (built from ``body`` when not given); ``thinking_budgets``
-    overrides :data:`DEFAULT_THINKING_BUDGETS` per effort; ``thinking_mode`` picks adaptive thinking
-    or a budget (``auto``: by :class:`ClaudeModel`), or no thinking (``off``). Raises
+    ``catalog`` is the body's :class:`ToolCatalog` when the caller already built it (it is needed
+    again to translate the answer); ``options`` are the channel's :class:`ClaudeOptions`. Raises
     :class:`~ccx_asgi.errors.InvalidRequestError` when nothing is left to send.
     The input is not mutated.
     """
+    options = options or _DEFAULT_OPTIONS
     catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(body))
     check_parts(input_items(body.get("input")), _part_problem)
     instructions = body.get("instructions")
@@ -511,7 +550,7 @@ def to_claude_request(
         out["system"] = system_blocks
 
     max_output = body.get("max_output_tokens")
-    max_tokens = max_output if isinstance(max_output, int) and max_output > 0 else default_max_tokens
+    max_tokens = max_output if isinstance(max_output, int) and max_output > 0 else options.default_max_tokens
     out["max_tokens"] = max_tokens
 
     # allowed_tools: only the allowed tools are offered (Claude has no allowed-list tool choice).
@@ -537,7 +576,7 @@ def to_claude_request(
 
     claude_model = ClaudeModel.from_id(model)
     thinking, output_config = _thinking(
-        reasoning_effort(body), claude_model, thinking_mode, thinking_budgets, max_tokens, choice, messages
+        reasoning_effort(body), claude_model, options.thinking, options.thinking_budgets, max_tokens, choice, messages
     )
     if thinking is not None:
         out["thinking"] = thinking
@@ -561,7 +600,7 @@ def to_claude_request(
         out["metadata"] = {"user_id": user[:256]}
     if body.get("stream") is True:
         out["stream"] = True
-    if prompt_caching:
+    if options.prompt_caching:
         if system_blocks:
             _mark_cache(system_blocks)
         _mark_cache(messages[-1]["content"])
@@ -613,9 +652,11 @@ class ClaudeStreamTranslator:
     upstream tool names back to custom/namespaced tools.
     """
 
-    def __init__(self, model: str, request: dict[str, Any], catalog: ToolCatalog) -> None:
+    def __init__(
+        self, model: str, request: dict[str, Any] | None = None, *, catalog: ToolCatalog | None = None
+    ) -> None:
         self.stream = ResponseStream(model, request)
-        self._catalog = catalog
+        self.catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(request or {}))
         self._blocks: dict[int, _Block] = {}
         self._input = self._cache_read = self._cache_write = self._output = 0
         self._stop_reason: str | None = None
@@ -728,7 +769,7 @@ class ClaudeStreamTranslator:
             self._blocks[index] = _Block("ignored")
         elif kind == "tool_use":
             name = content["name"]
-            spec = self._catalog.resolve(name)
+            spec = self.catalog.resolve(name)
             call_id = str(content.get("id") or "") or None
             block = _Block("tool", start_input=content.get("input"))
             if spec is not None and spec.kind == "custom":
@@ -842,12 +883,17 @@ def message_events(message: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield {"type": "message_stop"}
 
 
-def convert_claude_message(
-    message: dict[str, Any], model: str, request: dict[str, Any], catalog: ToolCatalog
+def to_response(
+    data: Any, *, model: str, request: dict[str, Any] | None = None, catalog: ToolCatalog | None = None
 ) -> dict[str, Any]:
-    """A non-streaming Messages answer as a Responses object (same rules as the stream)."""
-    translator = ClaudeStreamTranslator(model, request, catalog)
-    for event in message_events(message):
+    """A non-streaming Messages answer as a Responses object (same rules as the stream).
+
+    Raises :class:`~ccx_asgi.convert.common.ConversionError` for a body that is not a message.
+    """
+    if not isinstance(data, dict) or data.get("type") != "message" or not isinstance(data.get("content"), list):
+        raise ConversionError("Claude answered with something that is not a message")
+    translator = ClaudeStreamTranslator(model, request, catalog=catalog)
+    for event in message_events(data):
         translator.feed(event)
     translator.finish()
     return translator.stream.response()

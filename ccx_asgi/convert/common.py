@@ -5,7 +5,9 @@
   ``"text"``, ``"image"``, ``"file"``, ``"audio"`` or ``"other"``;
 - :func:`check_parts` finds the first image, file or audio part of a request a channel cannot send
   and answers 400 naming it (``input[3].content[1]``), instead of a silent drop;
-- :func:`parse_data_url` splits a ``data:`` image URL into media type and base64 payload.
+- :func:`parse_data_url` splits a ``data:`` image URL into media type and base64 payload;
+- :class:`ConversionError` is an upstream answer a dialect cannot read;
+- :class:`PerChannel` builds a dialect's options once per channel configuration.
 
 Effort levels and thinking limits live in :mod:`ccx_asgi.convert.effort`.
 """
@@ -14,13 +16,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ccx_asgi.errors import InvalidRequestError
 
+if TYPE_CHECKING:
+    from ccx_asgi.settings import ChannelConfig
+
 __all__ = [
+    "ConversionError",
     "PartKind",
     "PartProblem",
+    "PerChannel",
     "check_parts",
     "content_parts",
     "debug_once",
@@ -38,6 +45,36 @@ PartProblem = Callable[[str, dict[str, Any]], str | None]
 
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
 _logged: set[str] = set()
+_T = TypeVar("_T")
+
+
+class ConversionError(ValueError):
+    """An upstream answer that cannot be read in its dialect (not a completion, not a message …)."""
+
+
+class PerChannel(Generic[_T]):
+    """A value derived from a channel configuration, built once per configuration object.
+
+    Channel configurations are frozen, so what is derived from one never changes; keying by identity
+    (the entry holds the configuration, so its ``id`` cannot be reused while cached) avoids hashing
+    their dict and list fields on every request. At most ``size`` configurations are kept.
+    """
+
+    def __init__(self, build: Callable[[ChannelConfig], _T], size: int = 256) -> None:
+        self._build = build
+        self._size = size
+        self._cache: dict[int, tuple[object, _T]] = {}
+
+    def get(self, channel: ChannelConfig) -> _T:
+        """The value for ``channel``, built on first use."""
+        entry = self._cache.get(id(channel))
+        if entry is not None and entry[0] is channel:
+            return entry[1]
+        value = self._build(channel)
+        if len(self._cache) >= self._size:
+            self._cache.clear()
+        self._cache[id(channel)] = (channel, value)
+        return value
 
 
 def debug_once(what: str) -> None:
