@@ -18,7 +18,7 @@ from ccx_asgi.convert import chat as chat_dialect
 from ccx_asgi.convert import claude as claude_dialect
 from ccx_asgi.convert.chat import ChatStreamTranslator
 from ccx_asgi.convert.claude import ClaudeStreamTranslator
-from ccx_asgi.convert.tools import ToolCatalog, request_tools
+from ccx_asgi.convert.tools import ToolCatalog, custom_input, request_tools
 from tests.fakes.chat_upstream import chunk, validate_chat_request
 from tests.fakes.claude_upstream import check_request
 from tests.paths import CODEX_FIXTURES
@@ -42,12 +42,8 @@ def test_custom_members_of_a_namespace_are_offered_and_restored() -> None:
     assert spec.parameters["required"] == ["input"] and "lark" in spec.description
     assert {"functions__wait", "clock__sleep", "collaboration__spawn_agent"} <= {s.upstream_name for s in catalog.specs}
     assert catalog.dropped == []
-    assert catalog.call_item("functions__exec", orjson.dumps({"input": JS}).decode()) == {
-        "type": "custom_tool_call",
-        "name": "exec",
-        "namespace": "functions",
-        "input": JS,
-    }
+    assert catalog.client_tool("functions__exec") == ("custom_tool_call", "exec", "functions")
+    assert custom_input(orjson.dumps({"input": JS}).decode()) == JS
 
 
 def test_chat_offers_exec_and_answers_with_a_namespaced_custom_call() -> None:

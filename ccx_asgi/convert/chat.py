@@ -27,12 +27,13 @@ from ccx_asgi.convert.events import ResponseStream, new_id, usage_dict
 from ccx_asgi.convert.tools import (
     ToolCatalog,
     ToolSpec,
-    allowed_tools,
     custom_input,
+    history_call,
     output_parts,
     pair_tool_calls,
     request_tools,
-    upstream_tool_name,
+    resolve_tool_choice,
+    tool_messages_as_outputs,
 )
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.types import Event
@@ -189,32 +190,13 @@ def _reasoning_text(item: dict[str, Any]) -> str:
 
 
 def _tool_call(item: dict[str, Any]) -> dict[str, Any]:
-    name = item.get("name") if isinstance(item.get("name"), str) else "tool"
-    namespace = item.get("namespace") if isinstance(item.get("namespace"), str) else None
-    if item.get("type") == "custom_tool_call":
-        raw = item.get("input")
-        arguments = orjson.dumps({"input": raw if isinstance(raw, str) else ""}).decode()
+    call = history_call(item)
+    if call.custom_input is not None:
+        arguments = orjson.dumps({"input": call.custom_input}).decode()
     else:
         raw = item.get("arguments")
         arguments = raw if isinstance(raw, str) and raw.strip() else "{}"
-    return {
-        "id": item["call_id"],
-        "type": "function",
-        "function": {"name": upstream_tool_name(name or "tool", namespace), "arguments": arguments},
-    }
-
-
-def _tool_answers(items: list[Any]) -> list[Any]:
-    """Chat-style tool answers (a message with a ``tool_call_id``) as ``function_call_output`` items,
-    so that pairing repair sees them: unpaired, they would be rejected upstream."""
-    out = []
-    for item in items:
-        call_id = item.get("tool_call_id") if isinstance(item, dict) else None
-        if isinstance(call_id, str) and call_id and item.get("type", "message") == "message":
-            text, _ = output_parts(item.get("content"))
-            item = {"type": "function_call_output", "call_id": call_id, "output": text}
-        out.append(item)
-    return out
+    return {"id": item["call_id"], "type": "function", "function": {"name": call.name, "arguments": arguments}}
 
 
 def chat_messages(instructions: Any, items: Any, *, reasoning_content: bool = True) -> list[dict[str, Any]]:
@@ -253,7 +235,7 @@ def chat_messages(instructions: Any, items: Any, *, reasoning_content: bool = Tr
         messages.append(message)
         return message
 
-    for item in pair_tool_calls(_tool_answers(items)):
+    for item in pair_tool_calls(tool_messages_as_outputs(items)):
         kind = item.get("type", "message")
         if kind in _OUTPUT_TYPES:
             text, parts = output_parts(item.get("output"))
@@ -306,19 +288,6 @@ def _chat_tool(spec: ToolSpec, strict: bool) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def _tool_choice(choice: Any, catalog: ToolCatalog) -> Any:
-    if isinstance(choice, str):
-        return choice if choice in ("auto", "none", "required") else "auto"
-    if not isinstance(choice, dict):
-        return "auto"
-    kind = choice.get("type")
-    if kind in ("function", "custom") and isinstance(choice.get("name"), str):
-        namespace = choice.get("namespace") if isinstance(choice.get("namespace"), str) else None
-        if catalog.has(choice["name"], namespace):
-            return {"type": "function", "function": {"name": upstream_tool_name(choice["name"], namespace)}}
-    return "auto"  # a choice naming a dropped (hosted) tool
-
-
 def _response_format(text: Any) -> dict[str, Any] | None:
     fmt = text.get("format") if isinstance(text, dict) else None
     if not isinstance(fmt, dict):
@@ -340,29 +309,19 @@ def _tools_and_choice(body: dict[str, Any], catalog: ToolCatalog, options: ChatO
     if not catalog.specs:
         return {}
     specs = catalog.specs
-    choice = body.get("tool_choice")
+    choice = resolve_tool_choice(body.get("tool_choice"), catalog, offered_to="this channel's model", channels="Chat")
     out: dict[str, Any] = {}
-    allowed = allowed_tools(choice, catalog)
-    if allowed is not None:
-        mode = choice["mode"] if isinstance(choice, dict) and choice.get("mode") in ("auto", "required") else "auto"
-        if not allowed and mode == "required":
-            raise InvalidRequestError(
-                "tool_choice.tools: none of the allowed tools can be offered to this channel's model "
-                "(hosted tools are not available on Chat channels), so a tool call cannot be required.",
-                param="tool_choice.tools",
-                code="invalid_value",
-            )
-        if not allowed:
-            out["tool_choice"] = "none"  # nothing the model may call
-        elif options.allowed_tools == "native":
-            # Chat's own allowed_tools keeps the tool list (and the upstream's prompt cache) unchanged.
-            named = [{"type": "function", "function": {"name": spec.upstream_name}} for spec in allowed]
-            out["tool_choice"] = {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": named}}
-        else:
-            specs = allowed
-            out["tool_choice"] = mode
+    if choice.allowed is not None and options.allowed_tools == "native":
+        # Chat's own allowed_tools keeps the tool list (and the upstream's prompt cache) unchanged.
+        named = [{"type": "function", "function": {"name": spec.upstream_name}} for spec in choice.allowed]
+        out["tool_choice"] = {"type": "allowed_tools", "allowed_tools": {"mode": choice.mode, "tools": named}}
     elif "tool_choice" in body:
-        out["tool_choice"] = _tool_choice(choice, catalog)
+        if choice.allowed is not None:
+            specs = choice.allowed
+        if choice.mode == "tool":
+            out["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+        else:
+            out["tool_choice"] = choice.mode
     out["tools"] = [_chat_tool(spec, options.strict_tools) for spec in specs]
     if isinstance(body.get("parallel_tool_calls"), bool):
         out["parallel_tool_calls"] = body["parallel_tool_calls"]
@@ -688,17 +647,13 @@ class ChatStreamTranslator:
 
     def _open_call(self, call: _Call) -> None:
         self._switch("")
-        spec = self.catalog.resolve(call.name)
+        kind, name, namespace = self.catalog.client_tool(call.name)
         call.call_id = call.call_id or new_id("call")
-        if spec is not None and spec.kind == "custom":
-            call.custom = True
-            call.output_index = self.stream.open_item(
-                "custom_tool_call", call_id=call.call_id, name=spec.name, namespace=spec.namespace
-            )
-            return
-        name, namespace = (spec.name, spec.namespace) if spec is not None else (call.name, None)
-        call.output_index = self.stream.open_item("function_call", call_id=call.call_id, name=name, namespace=namespace)
-        self.stream.delta(call.output_index, "".join(call.arguments))
+        call.output_index = self.stream.open_item(kind, call_id=call.call_id, name=name, namespace=namespace)
+        if kind == "custom_tool_call":
+            call.custom = True  # its input is whole only at the end (see _close_call)
+        else:
+            self.stream.delta(call.output_index, "".join(call.arguments))
 
     def _close(self, index: int, status: str = "completed") -> None:
         if self.stream.is_open(index):

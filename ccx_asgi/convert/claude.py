@@ -43,12 +43,12 @@ from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.convert.tools import (
     ToolCatalog,
     ToolSpec,
-    allowed_tools,
     custom_input,
+    history_call,
     output_parts,
     pair_tool_calls,
     request_tools,
-    upstream_tool_name,
+    resolve_tool_choice,
 )
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.types import Event
@@ -316,18 +316,11 @@ def _tool_result(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tool_use(item: dict[str, Any]) -> dict[str, Any]:
-    name = item.get("name")
-    name = name if isinstance(name, str) and name else "tool"
-    namespace = item.get("namespace")
-    namespace = namespace if isinstance(namespace, str) and namespace else None
-    if item.get("type") == "custom_tool_call":
-        raw = item.get("input")
-        return {
-            "type": "tool_use",
-            "id": _tool_id(item.get("call_id")),
-            "name": upstream_tool_name(name, namespace),
-            "input": {"input": raw if isinstance(raw, str) else ""},
-        }
+    call = history_call(item)
+    block: dict[str, Any] = {"type": "tool_use", "id": _tool_id(item.get("call_id")), "name": call.name}
+    if call.custom_input is not None:
+        block["input"] = {"input": call.custom_input}
+        return block
     arguments = item.get("arguments")
     parsed: Any = {}
     if isinstance(arguments, str) and arguments.strip():
@@ -337,12 +330,8 @@ def _tool_use(item: dict[str, Any]) -> dict[str, Any]:
             parsed = {}
     elif isinstance(arguments, dict):
         parsed = arguments
-    return {
-        "type": "tool_use",
-        "id": _tool_id(item.get("call_id")),
-        "name": upstream_tool_name(name, namespace),
-        "input": parsed if isinstance(parsed, dict) else {"value": parsed},
-    }
+    block["input"] = parsed if isinstance(parsed, dict) else {"value": parsed}
+    return block
 
 
 @dataclass(slots=True)
@@ -423,27 +412,8 @@ def _tools(specs: list[ToolSpec]) -> list[dict[str, Any]]:
     return tools
 
 
-def _tool_choice(choice: Any, catalog: ToolCatalog) -> dict[str, Any] | None:
-    if choice is None or choice == "auto":
-        return {"type": "auto"}
-    if choice == "required":
-        return {"type": "any"}
-    if choice == "none":
-        return {"type": "none"}
-    if (
-        isinstance(choice, dict)
-        and choice.get("type") in ("function", "custom")
-        and isinstance(choice.get("name"), str)
-    ):
-        namespace = choice.get("namespace") if isinstance(choice.get("namespace"), str) else None
-        if catalog.has(choice["name"], namespace):
-            return {"type": "tool", "name": upstream_tool_name(choice["name"], namespace)}
-        debug_once("tool_choice naming a tool Claude does not get")
-        return {"type": "auto"}
-    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        return {"type": "any" if choice.get("mode") == "required" else "auto"}
-    debug_once(f"tool_choice {choice!r}")
-    return {"type": "auto"}
+#: A neutral tool choice mode → Claude's ``tool_choice.type``.
+_CHOICE_TYPES = {"auto": "auto", "none": "none", "required": "any", "tool": "tool"}
 
 
 def _open_tool_turn_lacks_thinking(messages: list[dict[str, Any]]) -> bool:
@@ -465,13 +435,13 @@ def _thinking(
     mode: ThinkingMode,
     budgets: Mapping[str, int],
     max_tokens: int,
-    choice: dict[str, Any] | None,
+    forced: bool,
     messages: list[dict[str, Any]],
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """``(thinking, output_config)`` for ``reasoning.effort`` (either may be empty)."""
+    """``(thinking, output_config)`` for ``reasoning.effort`` (either may be empty); ``forced``: the
+    tool choice requires a call, which Claude does not allow with thinking."""
     if effort is None or mode == "off":
         return None, {}
-    forced = choice is not None and choice["type"] in ("any", "tool")
     if mode == "adaptive" or (mode == "auto" and claude_model.style != "budget"):
         # Claude decides how much to think; the effort steers it and every other token of the
         # answer, so it is kept when a forced tool choice rules thinking out.
@@ -553,30 +523,25 @@ def to_request(
     max_tokens = max_output if isinstance(max_output, int) and max_output > 0 else options.default_max_tokens
     out["max_tokens"] = max_tokens
 
-    # allowed_tools: only the allowed tools are offered (Claude has no allowed-list tool choice).
-    allowed = allowed_tools(body.get("tool_choice"), catalog)
-    tools = _tools(allowed or catalog.specs)
-    choice = _tool_choice(body.get("tool_choice"), catalog) if tools else None
-    if allowed == [] and choice is not None:
-        if choice["type"] == "any":
-            raise InvalidRequestError(
-                "tool_choice.tools: none of the allowed tools can be offered to Claude "
-                "(hosted tools are not available on Claude channels), so a tool call cannot be required.",
-                param="tool_choice.tools",
-                code="invalid_value",
-            )
-        choice = {"type": "none"}  # tools stay defined: earlier tool_use blocks need them
-    if tools and choice is not None:
-        out["tools"] = tools
-        if body.get("parallel_tool_calls") is False and choice["type"] != "none":
-            choice["disable_parallel_tool_use"] = True
-        out["tool_choice"] = choice
+    forced = False
+    if catalog.specs:
+        choice = resolve_tool_choice(body.get("tool_choice"), catalog, offered_to="Claude", channels="Claude")
+        forced = choice.mode in ("required", "tool")
+        # allowed_tools: only the allowed tools are offered (Claude has no allowed-list tool choice).
+        # A choice that allows nothing is "none", and the tools stay defined: earlier tool_use blocks need them.
+        out["tools"] = _tools(choice.allowed or catalog.specs)
+        tool_choice: dict[str, Any] = {"type": _CHOICE_TYPES[choice.mode]}
+        if choice.name is not None:
+            tool_choice["name"] = choice.name
+        if body.get("parallel_tool_calls") is False and choice.mode != "none":
+            tool_choice["disable_parallel_tool_use"] = True
+        out["tool_choice"] = tool_choice
     for dropped in catalog.dropped:
         debug_once(f"tool of type {dropped!r}")
 
     claude_model = ClaudeModel.from_id(model)
     thinking, output_config = _thinking(
-        reasoning_effort(body), claude_model, options.thinking, options.thinking_budgets, max_tokens, choice, messages
+        reasoning_effort(body), claude_model, options.thinking, options.thinking_budgets, max_tokens, forced, messages
     )
     if thinking is not None:
         out["thinking"] = thinking
@@ -768,22 +733,10 @@ class ClaudeStreamTranslator:
             debug_once("Claude tool_use block without a name")
             self._blocks[index] = _Block("ignored")
         elif kind == "tool_use":
-            name = content["name"]
-            spec = self.catalog.resolve(name)
+            item_type, name, namespace = self.catalog.client_tool(content["name"])
+            block = _Block("tool", start_input=content.get("input"), custom=item_type == "custom_tool_call")
             call_id = str(content.get("id") or "") or None
-            block = _Block("tool", start_input=content.get("input"))
-            if spec is not None and spec.kind == "custom":
-                block.custom = True
-                block.index = stream.open_item(
-                    "custom_tool_call", call_id=call_id, name=spec.name, namespace=spec.namespace
-                )
-            else:
-                block.index = stream.open_item(
-                    "function_call",
-                    call_id=call_id,
-                    name=spec.name if spec else name,
-                    namespace=spec.namespace if spec else None,
-                )
+            block.index = stream.open_item(item_type, call_id=call_id, name=name, namespace=namespace)
             self._blocks[index] = block
         else:
             debug_once(f"Claude content block {kind!r}")
