@@ -614,7 +614,7 @@ class ClaudeStreamTranslator:
     """Claude Messages stream events → Responses events (see the module docstring).
 
     ``model`` is echoed to the client; ``request`` is the client's Responses body; ``catalog`` maps
-    upstream tool names back to custom/namespaced tools.
+    upstream tool names back to custom/namespaced tools (built from ``request`` when not given).
     """
 
     def __init__(
