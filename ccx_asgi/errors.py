@@ -13,7 +13,6 @@ failover layer acts on.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import orjson
 
@@ -178,11 +177,6 @@ class AllChannelsFailedError(CCXError):
 def error_body(exc: CCXError) -> bytes:
     """Serialise ``exc`` as OpenAI's error JSON."""
     return orjson.dumps({"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}})
-
-
-def error_dict(exc: CCXError) -> dict[str, Any]:
-    """The ``error`` object of :func:`error_body`, for embedding in a ``response.failed`` event."""
-    return {"code": exc.code or exc.type, "message": exc.message}
 
 
 async def send_error(send: Send, exc: CCXError, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:

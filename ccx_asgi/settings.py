@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ccx_asgi.convert.effort import DEFAULT_THINKING_BUDGETS, EFFORTS, MIN_THINKING_BUDGET
 from ccx_asgi.errors import ConfigurationError
 
 __all__ = ["DEMO_BASE_URL", "CCXSettings", "ChannelConfig", "ServiceType", "load_settings"]
@@ -110,7 +111,8 @@ class ChannelConfig(BaseModel):
     thinking_budgets: dict[str, int] = Field(
         default_factory=dict,
         description="claude: thinking budget_tokens per reasoning.effort, overriding the built-in table "
-        "(minimal 1024, low 4096, medium 10000, high 24000, xhigh 32000); kept below max_tokens.",
+        f"({', '.join(f'{effort} {budget}' for effort, budget in DEFAULT_THINKING_BUDGETS.items())}); "
+        "kept below max_tokens.",
     )
     prompt_caching: bool = Field(
         default=True, description="claude: mark the system prompt and the newest turn with cache_control."
@@ -125,12 +127,13 @@ class ChannelConfig(BaseModel):
     @field_validator("thinking_budgets")
     @classmethod
     def _check_thinking_budgets(cls, value: dict[str, int]) -> dict[str, int]:
-        efforts = ("minimal", "low", "medium", "high", "xhigh")
         for effort, budget in value.items():
-            if effort not in efforts:
-                raise ValueError(f"unknown reasoning effort {effort!r} (use {', '.join(efforts)})")
-            if budget < 1024:
-                raise ValueError(f"thinking budget for {effort!r} must be at least 1024 (Claude's minimum)")
+            if effort not in EFFORTS:
+                raise ValueError(f"unknown reasoning effort {effort!r} (use {', '.join(EFFORTS)})")
+            if budget < MIN_THINKING_BUDGET:
+                raise ValueError(
+                    f"thinking budget for {effort!r} must be at least {MIN_THINKING_BUDGET} (Claude's minimum)"
+                )
         return value
 
     @model_validator(mode="before")

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from ccx_asgi.context import SCOPE_KEY, Attempt, RequestContext
-from ccx_asgi.convert.chat import to_chat_request
+from ccx_asgi.convert.chat import to_request
 from ccx_asgi.convert.roles import normalize_roles
 from ccx_asgi.middleware.role_normalizer import RoleNormalizerMiddleware
 from ccx_asgi.settings import ChannelConfig
@@ -147,7 +147,7 @@ def test_role_rules_tool_call_id_becomes_a_tool_message() -> None:
             {"role": "critic", "content": "be shorter"},
         ],
     }
-    chat = to_chat_request(normalize_roles(body), model="m")
+    chat = to_request(normalize_roles(body), model="m")
     assert [m["role"] for m in chat["messages"]] == ["system", "user", "assistant", "tool", "user"]
     assert chat["messages"][3] == {"role": "tool", "tool_call_id": "c1", "content": "done"}
     assert validate_chat_request(chat, strict_roles=True) is None

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from typing import Any
 
 import pytest
 
-from ccx_asgi.convert.chat import ChatOptions, ChatStreamTranslator, chat_messages, to_chat_request
+from ccx_asgi.convert.chat import ChatOptions, ChatStreamTranslator, chat_messages, to_request
 from ccx_asgi.convert.roles import normalize_roles
 from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT
+from ccx_asgi.settings import ChannelConfig
 from tests.fakes.chat_upstream import PATCH, tool_reply, validate_chat_request
 from tests.paths import CODEX_FIXTURES, codex_bodies
 
@@ -22,7 +24,7 @@ def load(name: str) -> dict[str, Any]:
 
 
 def convert(body: dict[str, Any], **options: Any) -> dict[str, Any]:
-    return to_chat_request(body, model="up-model", options=ChatOptions(**options))
+    return to_request(body, model="up-model", options=ChatOptions(**options))
 
 
 def assert_valid(chat: dict[str, Any], **strictness: Any) -> None:
@@ -342,3 +344,39 @@ def test_additional_tools_items_are_offered_too() -> None:
     assert_valid(chat)
     assert [t["function"]["name"] for t in chat["tools"]] == ["early", "late"]
     assert chat["messages"] == [{"role": "user", "content": "x"}]
+
+
+def test_options_are_read_from_the_channel_once_per_channel_config() -> None:
+    config = ChannelConfig(
+        name="c",
+        service_type="chat",
+        base_url="https://api.example.com/v1",
+        max_tokens_field="max_completion_tokens",
+        chat_strict_tools=True,
+        chat_prompt_cache_key=True,
+        chat_stream_usage=False,
+        chat_reasoning_effort="reasoning",
+        chat_reasoning_content=False,
+        chat_allowed_tools="native",
+        chat_forward_fields=["verbosity", "service_tier"],
+    )
+    options = ChatOptions.from_channel(config)
+    assert options == ChatOptions(
+        max_tokens_field="max_completion_tokens",
+        strict_tools=True,
+        prompt_cache_key=True,
+        stream_usage=False,
+        reasoning_effort="reasoning",
+        reasoning_content=False,
+        allowed_tools="native",
+        forward_fields=frozenset({"verbosity", "service_tier"}),
+    )
+    # Every option is a channel field (the same name, or with the chat_ prefix).
+    for option in fields(ChatOptions):
+        assert {option.name, f"chat_{option.name}"} & set(ChannelConfig.model_fields)
+    assert ChatOptions.from_channel(config) is options  # built once, not per request
+    copy = config.model_copy()
+    assert ChatOptions.from_channel(copy) == options and ChatOptions.from_channel(copy) is not options
+    assert (
+        ChatOptions.from_channel(ChannelConfig(name="d", service_type="chat", base_url="https://x/v1")) == ChatOptions()
+    )

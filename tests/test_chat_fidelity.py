@@ -21,8 +21,8 @@ from ccx_asgi.convert.chat import (
     FORWARDABLE_FIELDS,
     ChatOptions,
     ChatStreamTranslator,
-    chat_to_response,
-    to_chat_request,
+    to_request,
+    to_response,
 )
 from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT
 from ccx_asgi.errors import InvalidRequestError
@@ -252,7 +252,7 @@ ALLOWED = {
 
 
 def test_allowed_tools_filter_offers_only_the_allowed_tools() -> None:
-    chat = to_chat_request({"model": "m", "input": "x", "tools": TOOLS, "tool_choice": ALLOWED}, model="up")
+    chat = to_request({"model": "m", "input": "x", "tools": TOOLS, "tool_choice": ALLOWED}, model="up")
     assert_valid(chat)
     assert [t["function"]["name"] for t in chat["tools"]] == ["read_file", "apply_patch"]
     assert chat["tool_choice"] == "required"
@@ -260,7 +260,7 @@ def test_allowed_tools_filter_offers_only_the_allowed_tools() -> None:
 
 def test_allowed_tools_native_keeps_the_tool_list_and_restricts_by_choice() -> None:
     body = {"model": "m", "input": "x", "tools": TOOLS, "tool_choice": ALLOWED}
-    chat = to_chat_request(body, model="up", options=ChatOptions(allowed_tools="native"))
+    chat = to_request(body, model="up", options=ChatOptions(allowed_tools="native"))
     assert [t["function"]["name"] for t in chat["tools"]] == ["exec_command", "read_file", "apply_patch"]
     assert chat["tool_choice"] == {
         "type": "allowed_tools",
@@ -278,10 +278,10 @@ def test_allowed_tools_native_keeps_the_tool_list_and_restricts_by_choice() -> N
 
 def test_allowed_tools_naming_only_dropped_tools() -> None:
     hosted = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "web_search"}]}
-    chat = to_chat_request({"model": "m", "input": "x", "tools": TOOLS, "tool_choice": hosted}, model="up")
+    chat = to_request({"model": "m", "input": "x", "tools": TOOLS, "tool_choice": hosted}, model="up")
     assert chat["tool_choice"] == "none" and len(chat["tools"]) == 3
     with pytest.raises(InvalidRequestError) as caught:
-        to_chat_request(
+        to_request(
             {"model": "m", "input": "x", "tools": TOOLS, "tool_choice": {**hosted, "mode": "required"}}, model="up"
         )
     assert caught.value.param == "tool_choice.tools"
@@ -312,7 +312,7 @@ HINTS = {
 
 
 def test_openai_only_fields_are_not_sent_by_default_and_safety_becomes_user() -> None:
-    chat = to_chat_request({"model": "m", "input": "x", **HINTS}, model="up")
+    chat = to_request({"model": "m", "input": "x", **HINTS}, model="up")
     assert_valid(chat)  # the strict fake rejects every one of them
     assert chat["user"] == "user-hash-1"
     assert not set(chat) & {*OPENAI_FIELDS, "verbosity"}
@@ -323,7 +323,7 @@ def test_openai_only_fields_are_forwarded_when_the_channel_names_them() -> None:
         forward_fields=frozenset({"safety_identifier", "verbosity", "service_tier", "prompt_cache_retention"}),
         prompt_cache_key=True,
     )
-    chat = to_chat_request({"model": "m", "input": "x", **HINTS}, model="up", options=options)
+    chat = to_request({"model": "m", "input": "x", **HINTS}, model="up", options=options)
     assert {k: chat[k] for k in OPENAI_FIELDS} == {
         "safety_identifier": "user-hash-1",
         "verbosity": "low",
@@ -397,7 +397,7 @@ async def test_logprobs_are_asked_for_and_returned(stream: bool, make_app: AppFa
 
 
 def test_include_alone_asks_for_logprobs_and_the_fake_needs_logprobs_for_top() -> None:
-    chat = to_chat_request({"model": "m", "input": "x", "include": ["message.output_text.logprobs"]}, model="up")
+    chat = to_request({"model": "m", "input": "x", "include": ["message.output_text.logprobs"]}, model="up")
     assert chat["logprobs"] is True and "top_logprobs" not in chat
     assert validate_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})
 
@@ -425,7 +425,7 @@ def test_json_citations_cache_writes_and_usage() -> None:
         "completion_tokens": 5,
         "prompt_tokens_details": {"cached_tokens": 50, "cache_write_tokens": 120},
     }
-    response = chat_to_response(raw, model="m", request={"input": "x"})
+    response = to_response(raw, model="m", request={"input": "x"})
     parsed = validate_response(response)
     assert parsed.output[0].content[0].annotations[0].url == "https://example.com/a"  # type: ignore[union-attr]
     assert response["usage"]["input_tokens_details"] == {"cached_tokens": 50, "cache_write_tokens": 120}
@@ -553,7 +553,7 @@ def test_legacy_function_call_becomes_a_function_call_item(stream: bool) -> None
     else:
         raw = completion_from_chunks(legacy_chunks())
         assert raw["choices"][0]["message"]["function_call"] == {"name": "exec_command", "arguments": '{"cmd":"ls"}'}
-        final = chat_to_response(raw, model="m", request=request)
+        final = to_response(raw, model="m", request=request)
         validate_response(final)
     (call,) = final["output"]
     assert (call["type"], call["name"], call["arguments"], call["status"]) == (
@@ -583,7 +583,7 @@ def test_openrouter_reasoning_details_become_reasoning() -> None:
     summary = {"reasoning_details": [{"type": "reasoning.summary", "summary": "In short."}]}
     raw = completion_from_chunks([chunk({"content": "A"}), chunk({}, "stop")])
     raw["choices"][0]["message"].update(summary)
-    assert chat_to_response(raw, model="m")["output"][0]["summary"][0]["text"] == "In short."
+    assert to_response(raw, model="m")["output"][0]["summary"][0]["text"] == "In short."
 
 
 @pytest.mark.parametrize(
@@ -592,9 +592,9 @@ def test_openrouter_reasoning_details_become_reasoning() -> None:
 )
 def test_fields_whose_state_lives_at_openai_are_a_400(field: str, value: Any) -> None:
     with pytest.raises(InvalidRequestError) as caught:
-        to_chat_request({"model": "m", "input": "x", field: value}, model="up")
+        to_request({"model": "m", "input": "x", field: value}, model="up")
     assert caught.value.param == field and caught.value.status == 400
-    assert "background" not in to_chat_request({"model": "m", "input": "x", "background": False}, model="up")
+    assert "background" not in to_request({"model": "m", "input": "x", "background": False}, model="up")
 
 
 def test_forward_fields_setting_names_exactly_the_forwardable_fields() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from ccx_asgi.convert.chat import ChatStreamTranslator, chat_to_response
+from ccx_asgi.convert.chat import ChatStreamTranslator, to_response
 from ccx_asgi.sse import SSEParser
 from tests.fakes.chat_upstream import PATCH, chunk, completion_from_chunks, tool_reply
 from tests.paths import CODEX_FIXTURES
@@ -190,7 +190,7 @@ def test_unknown_tool_name_is_passed_through_as_a_function_call() -> None:
 def test_non_streaming_conversion_matches_the_stream(name: str) -> None:
     chunks = chunks_of(name)
     completion = completion_from_chunks(chunks)
-    response = chat_to_response(completion, model="client-model", request=REQUEST)
+    response = to_response(completion, model="client-model", request=REQUEST)
     validate_response(response)
     streamed = replay(name)[-1]["response"]
     strip = lambda items: [{k: v for k, v in i.items() if k != "id"} for i in items]  # noqa: E731

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from ccx_asgi.convert.claude import encode_reasoning, to_claude_request
+from ccx_asgi.convert.claude import ClaudeOptions, encode_reasoning, to_request
+from ccx_asgi.convert.effort import DEFAULT_THINKING_BUDGETS
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.settings import ChannelConfig
 from tests.fakes.claude_upstream import Rejected, check_request, sign
@@ -25,7 +27,7 @@ PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAW
 
 
 def convert(body: dict[str, Any], **options: Any) -> dict[str, Any]:
-    out = to_claude_request(body, "claude-sonnet-4-5", **options)
+    out = to_request(body, model="claude-sonnet-4-5", options=ClaudeOptions(**options))
     check_request(out)
     return out
 
@@ -172,7 +174,7 @@ def test_input_string_and_conversation_starting_with_assistant() -> None:
 
 def test_nothing_to_send_is_a_client_error() -> None:
     with pytest.raises(InvalidRequestError):
-        to_claude_request({"model": "m", "input": [{"type": "message", "role": "developer", "content": "x"}]}, "m")
+        to_request({"model": "m", "input": [{"type": "message", "role": "developer", "content": "x"}]}, model="m")
 
 
 def test_images_as_base64_and_url_sources() -> None:
@@ -414,7 +416,7 @@ def test_a_repeated_tool_output_gives_one_tool_result() -> None:
 
 def test_additional_tools_items_offer_tools_like_plain_tools() -> None:
     """Codex's "responses lite" shape moves tools into an input item; Claude must still see them."""
-    from ccx_asgi.convert.claude import to_claude_request as convert
+    from ccx_asgi.convert.claude import to_request as convert
 
     tool = {"type": "function", "name": "exec_command", "parameters": {"type": "object", "properties": {}}}
     body = {
@@ -428,3 +430,32 @@ def test_additional_tools_items_offer_tools_like_plain_tools() -> None:
     assert [t["name"] for t in request["tools"]] == ["exec_command"]
     assert all(m["role"] in ("user", "assistant") for m in request["messages"])
     assert "additional_tools" not in str(request["messages"])
+
+
+def test_options_are_read_from_the_channel_once_per_channel_config() -> None:
+    config = ChannelConfig(
+        name="c",
+        service_type="claude",
+        base_url="https://api.anthropic.com/v1",
+        default_max_tokens=4096,
+        thinking_budgets={"high": 8000},
+        prompt_caching=False,
+        claude_thinking="budget",
+    )
+    options = ClaudeOptions.from_channel(config)
+    assert options == ClaudeOptions(
+        default_max_tokens=4096,
+        thinking_budgets={**DEFAULT_THINKING_BUDGETS, "high": 8000},
+        prompt_caching=False,
+        thinking="budget",
+    )
+    for option in fields(ClaudeOptions):
+        assert {option.name, f"claude_{option.name}"} & set(ChannelConfig.model_fields)
+    assert ClaudeOptions.from_channel(config) is options  # built once, not per request
+    assert ClaudeOptions.from_channel(config.model_copy()) is not options
+    assert (
+        ClaudeOptions.from_channel(ChannelConfig(name="d", service_type="claude", base_url="https://x/v1"))
+        == ClaudeOptions()
+    )
+    out = to_request({"model": "m", "input": "hi", "reasoning": {"effort": "high"}}, model="claude-x", options=options)
+    assert out["max_tokens"] == 4096 and out["thinking"] == {"type": "enabled", "budget_tokens": 4095}

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ccx_asgi.convert.claude import to_claude_request
+from ccx_asgi.convert.claude import to_request
 from tests.conftest import AppFactory
 from tests.fakes.claude_upstream import FakeClaudeUpstream, Reply, check_request
 from tests.test_chat_fidelity import ALLOWED, PDF, TOOLS, user, warning_history
@@ -79,6 +79,6 @@ async def test_allowed_tools_sends_only_the_allowed_tools(make_app: AppFactory, 
 def test_allowed_tools_naming_only_hosted_tools_keeps_the_tools_and_forbids_calls() -> None:
     hosted = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "web_search"}]}
     history = [*warning_history()[:2], warning_history()[3]]
-    out = to_claude_request({"model": "m", "input": history, "tools": TOOLS, "tool_choice": hosted}, "claude-x")
+    out = to_request({"model": "m", "input": history, "tools": TOOLS, "tool_choice": hosted}, model="claude-x")
     check_request(out)  # earlier tool_use blocks still have their tools defined
     assert out["tool_choice"] == {"type": "none"} and len(out["tools"]) == 3

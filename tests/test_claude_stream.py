@@ -15,9 +15,9 @@ import pytest
 
 from ccx_asgi.convert.claude import (
     ClaudeStreamTranslator,
-    convert_claude_message,
     decode_reasoning,
     encode_reasoning,
+    to_response,
 )
 from ccx_asgi.convert.tools import ToolCatalog
 from ccx_asgi.sse import SSEParser
@@ -36,7 +36,7 @@ def codex_request() -> dict[str, Any]:
 def replay(name: str, request: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Feed transcript ``name`` through a translator; return all events including ``finish()``'s."""
     request = request or codex_request()
-    translator = ClaudeStreamTranslator("client-model", request, ToolCatalog.from_tools(request.get("tools")))
+    translator = ClaudeStreamTranslator("client-model", request, catalog=ToolCatalog.from_tools(request.get("tools")))
     parser = SSEParser()
     events: list[dict[str, Any]] = []
     for sse in parser.feed((FIXTURES / f"{name}.sse").read_bytes()) + parser.finish():
@@ -154,7 +154,7 @@ def test_redacted_thinking_round_trips_its_data() -> None:
 
 
 def test_events_after_the_terminal_one_are_ignored() -> None:
-    translator = ClaudeStreamTranslator("m", {}, ToolCatalog())
+    translator = ClaudeStreamTranslator("m", {}, catalog=ToolCatalog())
     translator.feed({"type": "message_start", "message": {"usage": {"input_tokens": 3}}})
     translator.feed({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}})
     assert translator.feed({"type": "message_stop"})[-1]["type"] == "response.completed"
@@ -164,7 +164,7 @@ def test_events_after_the_terminal_one_are_ignored() -> None:
 
 
 def test_empty_text_block_makes_no_message_item() -> None:
-    translator = ClaudeStreamTranslator("m", {}, ToolCatalog())
+    translator = ClaudeStreamTranslator("m", {}, catalog=ToolCatalog())
     events = translator.feed({"type": "message_start", "message": {"usage": {"input_tokens": 3}}})
     events += translator.feed(
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
@@ -209,7 +209,7 @@ def test_non_streaming_message_converts_like_the_stream() -> None:
             "output_tokens": 7,
         },
     }
-    data = convert_claude_message(message, "client-model", request, ToolCatalog.from_tools(request["tools"]))
+    data = to_response(message, model="client-model", request=request, catalog=ToolCatalog.from_tools(request["tools"]))
     validate_response(data)
     assert data["status"] == "completed"
     reasoning, text, patch, goal = data["output"]

@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from ccx_asgi import ChannelConfig
-from ccx_asgi.convert.claude import ClaudeModel, to_claude_request
+from ccx_asgi.convert.claude import ClaudeModel, ClaudeOptions, to_request
 from ccx_asgi.errors import InvalidRequestError
 from tests.conftest import AppFactory, channel
 from tests.fakes.claude_upstream import FakeClaudeUpstream, Rejected, Reply, check_request
@@ -37,7 +37,7 @@ SCHEMA = {
 
 
 def convert(body: dict[str, Any], model: str, **options: Any) -> dict[str, Any]:
-    out = to_claude_request({"model": "gpt-5", "input": "hi", **body}, model, **options)
+    out = to_request({"model": "gpt-5", "input": "hi", **body}, model=model, options=ClaudeOptions(**options))
     check_request(out)
     return out
 
@@ -117,10 +117,12 @@ def test_older_models_keep_the_budget_and_sampling_follows_the_model() -> None:
 
 def test_channel_mode_forces_a_form_or_turns_thinking_off() -> None:
     body = {"reasoning": {"effort": "high"}}
-    assert convert(body, "claude-sonnet-4-6", thinking_mode="budget")["thinking"]["type"] == "enabled"
-    forced = to_claude_request({"model": "m", "input": "hi", **body}, "my-proxy-model", thinking_mode="adaptive")
+    assert convert(body, "claude-sonnet-4-6", thinking="budget")["thinking"]["type"] == "enabled"
+    forced = to_request(
+        {"model": "m", "input": "hi", **body}, model="my-proxy-model", options=ClaudeOptions(thinking="adaptive")
+    )
     assert (forced["thinking"], forced["output_config"]) == ({"type": "adaptive"}, {"effort": "high"})
-    off = convert(body, "claude-opus-4-7", thinking_mode="off")
+    off = convert(body, "claude-opus-4-7", thinking="off")
     assert "thinking" not in off and "output_config" not in off
     assert ChannelConfig.model_validate(channel(service_type="claude", claude_thinking="off")).claude_thinking == "off"
     with pytest.raises(ValidationError):
@@ -160,10 +162,10 @@ def test_json_schema_becomes_output_config_format() -> None:
 
 def test_json_object_and_a_schemaless_json_schema_are_refused_by_name() -> None:
     with pytest.raises(InvalidRequestError) as caught:
-        to_claude_request({"model": "m", "input": "hi", "text": {"format": {"type": "json_object"}}}, "claude-opus-4-7")
+        to_request({"model": "m", "input": "hi", "text": {"format": {"type": "json_object"}}}, model="claude-opus-4-7")
     assert caught.value.param == "text.format" and "json_object" in caught.value.message
     with pytest.raises(InvalidRequestError) as caught:
-        to_claude_request({"model": "m", "input": "hi", "text": {"format": {"type": "json_schema"}}}, "claude-opus-4-7")
+        to_request({"model": "m", "input": "hi", "text": {"format": {"type": "json_schema"}}}, model="claude-opus-4-7")
     assert caught.value.param == "text.format.schema"
 
 

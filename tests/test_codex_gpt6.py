@@ -14,9 +14,11 @@ from typing import Any
 import orjson
 
 from ccx_asgi.channels.demo import demo_response
-from ccx_asgi.convert.chat import ChatStreamTranslator, to_chat_request
-from ccx_asgi.convert.claude import ClaudeStreamTranslator, to_claude_request
-from ccx_asgi.convert.tools import ToolCatalog, request_tools
+from ccx_asgi.convert import chat as chat_dialect
+from ccx_asgi.convert import claude as claude_dialect
+from ccx_asgi.convert.chat import ChatStreamTranslator
+from ccx_asgi.convert.claude import ClaudeStreamTranslator
+from ccx_asgi.convert.tools import ToolCatalog, custom_input, request_tools
 from tests.fakes.chat_upstream import chunk, validate_chat_request
 from tests.fakes.claude_upstream import check_request
 from tests.paths import CODEX_FIXTURES
@@ -40,17 +42,13 @@ def test_custom_members_of_a_namespace_are_offered_and_restored() -> None:
     assert spec.parameters["required"] == ["input"] and "lark" in spec.description
     assert {"functions__wait", "clock__sleep", "collaboration__spawn_agent"} <= {s.upstream_name for s in catalog.specs}
     assert catalog.dropped == []
-    assert catalog.call_item("functions__exec", orjson.dumps({"input": JS}).decode()) == {
-        "type": "custom_tool_call",
-        "name": "exec",
-        "namespace": "functions",
-        "input": JS,
-    }
+    assert catalog.client_tool("functions__exec") == ("custom_tool_call", "exec", "functions")
+    assert custom_input(orjson.dumps({"input": JS}).decode()) == JS
 
 
 def test_chat_offers_exec_and_answers_with_a_namespaced_custom_call() -> None:
     body = _body()
-    out = to_chat_request(body, model="deepseek-chat")
+    out = chat_dialect.to_request(body, model="deepseek-chat")
     assert validate_chat_request(out) is None
     exec_tool = next(t["function"] for t in out["tools"] if t["function"]["name"] == "functions__exec")
     assert exec_tool["parameters"]["required"] == ["input"]
@@ -76,11 +74,11 @@ def test_chat_offers_exec_and_answers_with_a_namespaced_custom_call() -> None:
 
 def test_claude_offers_exec_and_answers_with_a_namespaced_custom_call() -> None:
     body = _body()
-    out = to_claude_request(body, "claude-opus-4-7")
+    out = claude_dialect.to_request(body, model="claude-opus-4-7")
     check_request(out)
     assert out["thinking"] == {"type": "adaptive"} and out["output_config"] == {"effort": "medium"}
     assert any(t["name"] == "functions__exec" for t in out["tools"])
-    translator = ClaudeStreamTranslator("gpt-6-sol", body, ToolCatalog.from_tools(request_tools(body)))
+    translator = ClaudeStreamTranslator("gpt-6-sol", body, catalog=ToolCatalog.from_tools(request_tools(body)))
     events = translator.feed({"type": "message_start", "message": {"usage": {"input_tokens": 10}}})
     block = {"type": "tool_use", "id": "toolu_1", "name": "functions__exec", "input": {}}
     events += translator.feed({"type": "content_block_start", "index": 0, "content_block": block})
@@ -104,11 +102,11 @@ def test_the_replayed_namespaced_call_goes_back_under_its_upstream_name() -> Non
     call = {"type": "custom_tool_call", "call_id": "toolu_1", "name": "exec", "namespace": "functions", "input": JS}
     output = {"type": "custom_tool_call_output", "call_id": "toolu_1", "output": "a.txt"}
     body["input"] = [*body["input"], call, output]
-    claude = to_claude_request(body, "claude-opus-4-7")
+    claude = claude_dialect.to_request(body, model="claude-opus-4-7")
     check_request(claude)
     tool_use = claude["messages"][-2]["content"][-1]
     assert (tool_use["name"], tool_use["input"]) == ("functions__exec", {"input": JS})
-    chat = to_chat_request(body, model="deepseek-chat")
+    chat = chat_dialect.to_request(body, model="deepseek-chat")
     assert validate_chat_request(chat) is None
     calls = next(m for m in chat["messages"] if m.get("tool_calls"))["tool_calls"]
     assert calls[0]["function"]["name"] == "functions__exec"

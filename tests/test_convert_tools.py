@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT, ToolCatalog, pair_tool_calls, upstream_tool_name
+from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT, ToolCatalog, custom_input, pair_tool_calls, upstream_tool_name
 from tests.paths import CODEX_FIXTURES
 
 CODEX = CODEX_FIXTURES
@@ -26,11 +26,12 @@ def test_codex_tools_flatten_and_restore() -> None:
     assert "web_search" in catalog.dropped
     assert all(len(n) <= 64 for n in names)
     namespaced = next(n for n in names if n.startswith("multi_agent_v1__"))
-    item = catalog.call_item(namespaced, "{}")
-    assert item["namespace"] == "multi_agent_v1"
-    assert item["name"] == namespaced.removeprefix("multi_agent_v1__")
-    patch = catalog.call_item("apply_patch", json.dumps({"input": "*** Begin Patch\n*** End Patch"}))
-    assert patch == {"type": "custom_tool_call", "name": "apply_patch", "input": "*** Begin Patch\n*** End Patch"}
+    kind, name, namespace = catalog.client_tool(namespaced)
+    assert (kind, namespace) == ("function_call", "multi_agent_v1")
+    assert name == namespaced.removeprefix("multi_agent_v1__")
+    assert catalog.client_tool("apply_patch") == ("custom_tool_call", "apply_patch", None)
+    assert custom_input(json.dumps({"input": "*** Begin Patch\n*** End Patch"})) == "*** Begin Patch\n*** End Patch"
+    assert catalog.client_tool("never_offered") == ("function_call", "never_offered", None)
     spec = catalog.resolve("apply_patch")
     assert spec is not None and "lark" in spec.description and spec.parameters["required"] == ["input"]
 

@@ -16,8 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ccx_asgi.convert.chat import ChatOptions, request_tools, to_chat_request
-from ccx_asgi.convert.claude import DEFAULT_THINKING_BUDGETS, to_claude_request
+from ccx_asgi.convert import chat as chat_dialect
+from ccx_asgi.convert import claude as claude_dialect
+from ccx_asgi.convert.chat import ChatOptions, request_tools
+from ccx_asgi.convert.effort import DEFAULT_THINKING_BUDGETS
 from ccx_asgi.convert.roles import normalize_roles
 from ccx_asgi.convert.tools import ToolCatalog
 from ccx_asgi.errors import InvalidRequestError
@@ -55,7 +57,7 @@ def check_chat(body: dict[str, Any], options: ChatOptions, *, normalize: bool) -
     if normalize:
         body = normalize_roles(body)
     try:
-        chat = to_chat_request(body, model="up", options=options)
+        chat = chat_dialect.to_request(body, model="up", options=options)
     except InvalidRequestError as exc:
         refused: InvalidRequestError | None = exc
     else:
@@ -79,7 +81,7 @@ def check_claude(body: dict[str, Any]) -> dict[str, Any] | None:
     """Convert ``body`` like a Claude channel; assert the strict fake accepts it (or a clear 400)."""
     original = copy.deepcopy(body)
     try:
-        claude = to_claude_request(body, "claude-up", catalog=ToolCatalog.from_tools(body.get("tools")))
+        claude = claude_dialect.to_request(body, model="claude-up", catalog=ToolCatalog.from_tools(body.get("tools")))
     except InvalidRequestError as exc:
         refused: InvalidRequestError | None = exc
     else:
@@ -149,5 +151,5 @@ def test_malformed_bodies_never_crash_a_converter(body: dict[str, Any]) -> None:
     body = {**body, "model": "m"}  # the envelope (model, stream) is checked before any converter runs
     if not isinstance(body.get("stream", False), bool):
         body["stream"] = False
-    _convert_or_400(lambda b: to_chat_request(normalize_roles(b), model="up"), body)
-    _convert_or_400(lambda b: to_claude_request(b, "up"), body)
+    _convert_or_400(lambda b: chat_dialect.to_request(normalize_roles(b), model="up"), body)
+    _convert_or_400(lambda b: claude_dialect.to_request(b, model="up"), body)

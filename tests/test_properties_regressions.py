@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
-from ccx_asgi.convert.chat import ChatStreamTranslator, to_chat_request
-from ccx_asgi.convert.claude import ClaudeStreamTranslator, to_claude_request
+from ccx_asgi.convert import chat as chat_dialect
+from ccx_asgi.convert import claude as claude_dialect
+from ccx_asgi.convert.chat import ChatStreamTranslator
+from ccx_asgi.convert.claude import ClaudeStreamTranslator
 from ccx_asgi.convert.roles import normalize_roles
 from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT, ToolCatalog, pair_tool_calls
 from ccx_asgi.errors import InvalidRequestError
@@ -20,9 +22,9 @@ def test_chat_input_with_nothing_to_send_is_a_clear_400() -> None:
     # gave ``messages: []``, which every Chat upstream refuses with its own, confusing 400.
     body = {"model": "m", "input": [{"type": "reasoning", "id": "rs_0", "summary": []}]}
     with pytest.raises(InvalidRequestError, match="no instructions or messages") as info:
-        to_chat_request(body, model="up")
+        chat_dialect.to_request(body, model="up")
     assert info.value.status == 400
-    assert to_chat_request({**body, "instructions": "be brief"}, model="up")["messages"] == [
+    assert chat_dialect.to_request({**body, "instructions": "be brief"}, model="up")["messages"] == [
         {"role": "system", "content": "be brief"}
     ]
 
@@ -59,7 +61,9 @@ def test_a_call_after_its_groups_outputs_starts_a_new_group() -> None:
         ("function_call", "call_c"),
         ("function_call_output", "call_c"),
     ]
-    chat = to_chat_request({"model": "m", "input": items, "tools": [{"type": "function", "name": "f"}]}, model="up")
+    chat = chat_dialect.to_request(
+        {"model": "m", "input": items, "tools": [{"type": "function", "name": "f"}]}, model="up"
+    )
     assert validate_chat_request(chat) is None
 
 
@@ -70,7 +74,7 @@ def test_an_interrupted_calls_id_is_not_reused_by_a_later_call() -> None:
     items = [call, {"type": "message", "role": "user", "content": "go on"}, dict(call)]
     out = pair_tool_calls(items)
     assert [i["type"] for i in out] == ["function_call", "function_call_output", "message"]
-    chat = to_chat_request({"model": "m", "input": items}, model="up")
+    chat = chat_dialect.to_request({"model": "m", "input": items}, model="up")
     assert validate_chat_request(chat) is None
 
 
@@ -105,7 +109,7 @@ def test_chat_chunks_with_wrongly_typed_lists_are_skipped(chunk: dict[str, Any])
 def test_claude_tool_use_without_a_name_is_dropped() -> None:
     # Found by the mangled-event property test: a tool_use block without a name became a
     # function_call item with an empty name, which no client can run.
-    translator = ClaudeStreamTranslator("m", {}, ToolCatalog())
+    translator = ClaudeStreamTranslator("m", {}, catalog=ToolCatalog())
     events: list[dict[str, Any]] = []
     for event in [
         {"type": "message_start", "message": {"usage": {"input_tokens": 1}}},
@@ -144,7 +148,7 @@ def test_unhashable_types_and_roles_are_ignored_not_a_crash(item: dict[str, Any]
     # Found by test_malformed_bodies_never_crash_a_converter: ``"type": []`` (or a list role, or a
     # non-list summary) raised TypeError inside the converters, a 500 instead of a request or a 400.
     body = {"model": "m", "input": [item, {"type": "message", "role": "user", "content": "go"}]}
-    chat = to_chat_request(normalize_roles(body), model="up")
+    chat = chat_dialect.to_request(normalize_roles(body), model="up")
     assert validate_chat_request(chat, strict_roles=True) is None
-    claude = to_claude_request(body, "up")
+    claude = claude_dialect.to_request(body, model="up")
     assert claude["messages"][-1]["role"] == "user"

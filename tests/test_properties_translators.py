@@ -15,8 +15,10 @@ from typing import Any
 import orjson
 from hypothesis import given
 
-from ccx_asgi.convert.chat import ChatStreamTranslator, chat_to_response
-from ccx_asgi.convert.claude import ClaudeStreamTranslator, convert_claude_message, decode_reasoning
+from ccx_asgi.convert import chat as chat_dialect
+from ccx_asgi.convert import claude as claude_dialect
+from ccx_asgi.convert.chat import ChatStreamTranslator
+from ccx_asgi.convert.claude import ClaudeStreamTranslator, decode_reasoning
 from ccx_asgi.convert.tools import ToolCatalog
 from tests.fakes.chat_upstream import completion_from_chunks
 from tests.sdk import validate_events, validate_response
@@ -78,7 +80,7 @@ def _chat() -> ChatStreamTranslator:
 
 
 def _claude() -> ClaudeStreamTranslator:
-    return ClaudeStreamTranslator("m", TRANSLATOR_REQUEST, _CATALOG)
+    return ClaudeStreamTranslator("m", TRANSLATOR_REQUEST, catalog=_CATALOG)
 
 
 # -- Chat Completions ---------------------------------------------------------------------------------
@@ -244,7 +246,7 @@ def test_chat_non_streaming_answers_match_the_stream(chunks: list[dict[str, Any]
         for c in chunks
     ]
     completion = completion_from_chunks(renamed)
-    response = chat_to_response(completion, model="m", request=TRANSLATOR_REQUEST, catalog=_CATALOG)
+    response = chat_dialect.to_response(completion, model="m", request=TRANSLATOR_REQUEST, catalog=_CATALOG)
     validate_response(response)
     final = streamed[-1]["response"]
     assert response["status"] == final["status"]
@@ -284,7 +286,9 @@ def test_claude_non_streaming_answers_match_the_stream(events: list[dict[str, An
     streamed = run_translator(_claude(), wire(list(events)))
     if streamed[-1]["type"] == "response.failed":
         return  # an error event or a cut stream: no non-streaming answer exists
-    response = convert_claude_message(_claude_message(events), "m", TRANSLATOR_REQUEST, _CATALOG)
+    response = claude_dialect.to_response(
+        _claude_message(events), model="m", request=TRANSLATOR_REQUEST, catalog=_CATALOG
+    )
     validate_response(response)
     final = streamed[-1]["response"]
     assert response["status"] == final["status"]

@@ -149,12 +149,12 @@ def test_translators_report_context_length_and_quota() -> None:
     validate_events(failed_events)
     assert failed_events[-1]["response"]["error"]["code"] == "context_length_exceeded"
 
-    claude = ClaudeStreamTranslator("gpt-5", {}, ToolCatalog())
+    claude = ClaudeStreamTranslator("gpt-5", {}, catalog=ToolCatalog())
     out = claude.feed({"type": "message_start", "message": {"usage": {"input_tokens": 1}}})
     out += claude.feed({"type": "error", "error": {"type": "invalid_request_error", "message": CLAUDE_CREDIT}})
     validate_events(out)
     assert out[-1]["response"]["error"]["code"] == "insufficient_quota"
-    claude = ClaudeStreamTranslator("gpt-5", {}, ToolCatalog())
+    claude = ClaudeStreamTranslator("gpt-5", {}, catalog=ToolCatalog())
     claude.feed({"type": "message_start", "message": {"usage": {}}})
     out = claude.feed({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     assert out[-1]["response"]["error"]["code"] == "server_error"

@@ -1,10 +1,11 @@
 """The ``claude`` service type: Anthropic Messages upstreams (``POST {base_url}/messages``).
 
-The Responses request is converted by :func:`~ccx_asgi.convert.claude.to_claude_request` with the
-channel's options (``anthropic_version``, ``default_max_tokens``, ``thinking_budgets``,
-``prompt_caching``, ``claude_thinking``); the key goes in ``x-api-key`` (never ``Authorization``). Answers come back
-through :class:`~ccx_asgi.convert.claude.ClaudeStreamTranslator` or
-:func:`~ccx_asgi.convert.claude.convert_claude_message`.
+The Responses request is converted by :func:`~ccx_asgi.convert.claude.to_request` with the
+channel's :class:`~ccx_asgi.convert.claude.ClaudeOptions` (``default_max_tokens``,
+``thinking_budgets``, ``prompt_caching``, ``claude_thinking``, read once per channel); the key goes
+in ``x-api-key`` (never ``Authorization``) beside the channel's ``anthropic_version``. Answers come
+back through :class:`~ccx_asgi.convert.claude.ClaudeStreamTranslator` or
+:func:`~ccx_asgi.convert.claude.to_response`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 from ccx_asgi.channels.base import UpstreamRequest, attempt_catalog
 from ccx_asgi.context import Attempt, RequestContext
-from ccx_asgi.convert.claude import ClaudeStreamTranslator, convert_claude_message, to_claude_request
+from ccx_asgi.convert import claude
+from ccx_asgi.convert.common import ConversionError
 from ccx_asgi.errors import UpstreamStatusError
 
 __all__ = ["ClaudeAdapter"]
@@ -25,14 +27,11 @@ class ClaudeAdapter:
     def build_request(self, ctx: RequestContext, attempt: Attempt) -> UpstreamRequest:
         """The Messages request for this attempt, with ``x-api-key`` and ``anthropic-version``."""
         channel = attempt.channel
-        body = to_claude_request(
+        body = claude.to_request(
             attempt.body,
-            attempt.upstream_model,
+            model=attempt.upstream_model,
+            options=claude.ClaudeOptions.from_channel(channel),
             catalog=attempt_catalog(ctx, attempt),
-            default_max_tokens=channel.default_max_tokens,
-            thinking_budgets=channel.thinking_budgets,
-            prompt_caching=channel.prompt_caching,
-            thinking_mode=channel.claude_thinking,
         )
         if ctx.stream:
             body["stream"] = True
@@ -43,15 +42,15 @@ class ClaudeAdapter:
             headers.append(("x-api-key", attempt.api_key.get_secret_value()))
         return UpstreamRequest("/messages", body, headers)
 
-    def translator(self, ctx: RequestContext, attempt: Attempt) -> ClaudeStreamTranslator:
+    def translator(self, ctx: RequestContext, attempt: Attempt) -> claude.ClaudeStreamTranslator:
         """A fresh Messages → Responses stream translator."""
-        return ClaudeStreamTranslator(ctx.model, attempt.body, attempt_catalog(ctx, attempt))
+        return claude.ClaudeStreamTranslator(ctx.model, attempt.body, catalog=attempt_catalog(ctx, attempt))
 
     def convert_response(self, ctx: RequestContext, attempt: Attempt, data: Any) -> dict[str, Any]:
-        """A non-streaming Messages answer as a Responses object."""
-        if not isinstance(data, dict) or data.get("type") != "message" or not isinstance(data.get("content"), list):
-            raise UpstreamStatusError(
-                f"channel {attempt.channel.name!r}: Claude answered with something that is not a message",
-                retryable=True,
+        """A non-streaming Messages answer as a Responses object; an unreadable one may be retried elsewhere."""
+        try:
+            return claude.to_response(
+                data, model=ctx.model, request=attempt.body, catalog=attempt_catalog(ctx, attempt)
             )
-        return convert_claude_message(data, ctx.model, attempt.body, attempt_catalog(ctx, attempt))
+        except ConversionError as exc:
+            raise UpstreamStatusError(f"channel {attempt.channel.name!r}: {exc}", retryable=True) from None

@@ -1,10 +1,13 @@
 """Responses ⇄ OpenAI Chat Completions, as pure functions and a pure stream state machine.
 
-- :func:`to_chat_request` turns a Responses request body into a Chat Completions body (see
-  ``shared/reference/conversion.md`` for the table it implements).
+- :func:`to_request` turns a Responses request body into a Chat Completions body (see
+  ``shared/reference/conversion.md`` for the table it implements), as :class:`ChatOptions` say.
 - :class:`ChatStreamTranslator` turns Chat stream chunks into Responses events through
   :class:`~ccx_asgi.convert.events.ResponseStream` (``feed(chunk) -> events``, ``finish() -> events``).
-- :func:`chat_to_response` turns a non-streaming Chat completion into a Responses object.
+- :func:`to_response` turns a non-streaming Chat completion into a Responses object.
+
+:mod:`ccx_asgi.convert.claude` has the same shape (``to_request``, a stream translator,
+``to_response``, an options dataclass with ``from_channel``).
 
 Nothing here does I/O. Tools go through the shared :class:`~ccx_asgi.convert.tools.ToolCatalog`
 (custom tools become one-string-argument functions, namespaces are flattened) so upstream calls
@@ -15,37 +18,40 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from ccx_asgi.convert.common import check_parts, content_parts, debug_once
+from ccx_asgi.convert.common import ConversionError, PerChannel, check_parts, content_parts, debug_once
 from ccx_asgi.convert.events import ResponseStream, new_id, usage_dict
 from ccx_asgi.convert.reasoning_codec import decode_chat_reasoning, encode_chat_reasoning
 from ccx_asgi.convert.tools import (
     ToolCatalog,
     ToolSpec,
-    allowed_tools,
     custom_input,
+    history_call,
     output_parts,
     pair_tool_calls,
     request_tools,
-    upstream_tool_name,
+    resolve_tool_choice,
+    tool_messages_as_outputs,
 )
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.types import Event
 from ccx_asgi.upstream_errors import response_error_code
 
+if TYPE_CHECKING:
+    from ccx_asgi.settings import ChannelConfig
+
 __all__ = [
     "FORWARDABLE_FIELDS",
-    "ChatConversionError",
     "ChatOptions",
     "ChatStreamTranslator",
     "chat_messages",
-    "chat_to_response",
     "chat_usage",
     "request_tools",
-    "to_chat_request",
+    "to_request",
+    "to_response",
 ]
 
 logger = logging.getLogger("ccx_asgi.convert.chat")
@@ -71,13 +77,12 @@ _OPENAI_STATE = {
 _LEGACY_CALL = -1
 
 
-class ChatConversionError(ValueError):
-    """An upstream answer that cannot be read as a Chat completion."""
-
-
 @dataclass(frozen=True, slots=True)
 class ChatOptions:
-    """What a Chat upstream accepts (the ``chat`` options of a channel; defaults suit most upstreams)."""
+    """What a Chat upstream accepts (the ``chat`` options of a channel; defaults suit most upstreams).
+
+    Each field is the channel field of the same name without its ``chat_`` prefix.
+    """
 
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     strict_tools: bool = False
@@ -87,6 +92,28 @@ class ChatOptions:
     reasoning_content: bool = True
     allowed_tools: Literal["filter", "native"] = "filter"
     forward_fields: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_channel(cls, channel: ChannelConfig) -> ChatOptions:
+        """The options ``channel`` asks for, built once per channel configuration."""
+        return _CHANNEL_OPTIONS.get(channel)
+
+
+def _channel_options(channel: ChannelConfig) -> ChatOptions:
+    return ChatOptions(
+        max_tokens_field=channel.max_tokens_field,
+        strict_tools=channel.chat_strict_tools,
+        prompt_cache_key=channel.chat_prompt_cache_key,
+        stream_usage=channel.chat_stream_usage,
+        reasoning_effort=channel.chat_reasoning_effort,
+        reasoning_content=channel.chat_reasoning_content,
+        allowed_tools=channel.chat_allowed_tools,
+        forward_fields=frozenset(channel.chat_forward_fields),
+    )
+
+
+_CHANNEL_OPTIONS = PerChannel(_channel_options)
+_DEFAULT_OPTIONS = ChatOptions()
 
 
 # -- Responses → Chat request ------------------------------------------------------------------
@@ -167,32 +194,13 @@ def _reasoning_text(item: dict[str, Any]) -> str:
 
 
 def _tool_call(item: dict[str, Any]) -> dict[str, Any]:
-    name = item.get("name") if isinstance(item.get("name"), str) else "tool"
-    namespace = item.get("namespace") if isinstance(item.get("namespace"), str) else None
-    if item.get("type") == "custom_tool_call":
-        raw = item.get("input")
-        arguments = orjson.dumps({"input": raw if isinstance(raw, str) else ""}).decode()
+    call = history_call(item)
+    if call.custom_input is not None:
+        arguments = orjson.dumps({"input": call.custom_input}).decode()
     else:
         raw = item.get("arguments")
         arguments = raw if isinstance(raw, str) and raw.strip() else "{}"
-    return {
-        "id": item["call_id"],
-        "type": "function",
-        "function": {"name": upstream_tool_name(name or "tool", namespace), "arguments": arguments},
-    }
-
-
-def _tool_answers(items: list[Any]) -> list[Any]:
-    """Chat-style tool answers (a message with a ``tool_call_id``) as ``function_call_output`` items,
-    so that pairing repair sees them: unpaired, they would be rejected upstream."""
-    out = []
-    for item in items:
-        call_id = item.get("tool_call_id") if isinstance(item, dict) else None
-        if isinstance(call_id, str) and call_id and item.get("type", "message") == "message":
-            text, _ = output_parts(item.get("content"))
-            item = {"type": "function_call_output", "call_id": call_id, "output": text}
-        out.append(item)
-    return out
+    return {"id": item["call_id"], "type": "function", "function": {"name": call.name, "arguments": arguments}}
 
 
 def chat_messages(instructions: Any, items: Any, *, reasoning_content: bool = True) -> list[dict[str, Any]]:
@@ -231,7 +239,7 @@ def chat_messages(instructions: Any, items: Any, *, reasoning_content: bool = Tr
         messages.append(message)
         return message
 
-    for item in pair_tool_calls(_tool_answers(items)):
+    for item in pair_tool_calls(tool_messages_as_outputs(items)):
         kind = item.get("type", "message")
         if kind in _OUTPUT_TYPES:
             text, parts = output_parts(item.get("output"))
@@ -284,19 +292,6 @@ def _chat_tool(spec: ToolSpec, strict: bool) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def _tool_choice(choice: Any, catalog: ToolCatalog) -> Any:
-    if isinstance(choice, str):
-        return choice if choice in ("auto", "none", "required") else "auto"
-    if not isinstance(choice, dict):
-        return "auto"
-    kind = choice.get("type")
-    if kind in ("function", "custom") and isinstance(choice.get("name"), str):
-        namespace = choice.get("namespace") if isinstance(choice.get("namespace"), str) else None
-        if catalog.has(choice["name"], namespace):
-            return {"type": "function", "function": {"name": upstream_tool_name(choice["name"], namespace)}}
-    return "auto"  # a choice naming a dropped (hosted) tool
-
-
 def _response_format(text: Any) -> dict[str, Any] | None:
     fmt = text.get("format") if isinstance(text, dict) else None
     if not isinstance(fmt, dict):
@@ -318,29 +313,19 @@ def _tools_and_choice(body: dict[str, Any], catalog: ToolCatalog, options: ChatO
     if not catalog.specs:
         return {}
     specs = catalog.specs
-    choice = body.get("tool_choice")
+    choice = resolve_tool_choice(body.get("tool_choice"), catalog, offered_to="this channel's model", channels="Chat")
     out: dict[str, Any] = {}
-    allowed = allowed_tools(choice, catalog)
-    if allowed is not None:
-        mode = choice["mode"] if isinstance(choice, dict) and choice.get("mode") in ("auto", "required") else "auto"
-        if not allowed and mode == "required":
-            raise InvalidRequestError(
-                "tool_choice.tools: none of the allowed tools can be offered to this channel's model "
-                "(hosted tools are not available on Chat channels), so a tool call cannot be required.",
-                param="tool_choice.tools",
-                code="invalid_value",
-            )
-        if not allowed:
-            out["tool_choice"] = "none"  # nothing the model may call
-        elif options.allowed_tools == "native":
-            # Chat's own allowed_tools keeps the tool list (and the upstream's prompt cache) unchanged.
-            named = [{"type": "function", "function": {"name": spec.upstream_name}} for spec in allowed]
-            out["tool_choice"] = {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": named}}
-        else:
-            specs = allowed
-            out["tool_choice"] = mode
+    if choice.allowed is not None and options.allowed_tools == "native":
+        # Chat's own allowed_tools keeps the tool list (and the upstream's prompt cache) unchanged.
+        named = [{"type": "function", "function": {"name": spec.upstream_name}} for spec in choice.allowed]
+        out["tool_choice"] = {"type": "allowed_tools", "allowed_tools": {"mode": choice.mode, "tools": named}}
     elif "tool_choice" in body:
-        out["tool_choice"] = _tool_choice(choice, catalog)
+        if choice.allowed is not None:
+            specs = choice.allowed
+        if choice.mode == "tool":
+            out["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+        else:
+            out["tool_choice"] = choice.mode
     out["tools"] = [_chat_tool(spec, options.strict_tools) for spec in specs]
     if isinstance(body.get("parallel_tool_calls"), bool):
         out["parallel_tool_calls"] = body["parallel_tool_calls"]
@@ -357,7 +342,7 @@ def _logprobs_request(body: dict[str, Any]) -> dict[str, Any]:
     return {"logprobs": True, **({"top_logprobs": top} if top else {})}
 
 
-def to_chat_request(
+def to_request(
     body: dict[str, Any], *, model: str, options: ChatOptions | None = None, catalog: ToolCatalog | None = None
 ) -> dict[str, Any]:
     """Convert a Responses request ``body`` into a Chat Completions body for ``model``.
@@ -370,7 +355,7 @@ def to_chat_request(
     the whole table). Raises :class:`~ccx_asgi.errors.InvalidRequestError` for a part no Chat
     upstream can take (an uploaded ``file_id`` …) and when nothing is left to send.
     """
-    options = options or ChatOptions()
+    options = options or _DEFAULT_OPTIONS
     for name, reason in _OPENAI_STATE.items():
         if body.get(name) not in (None, False):
             raise InvalidRequestError(f"{name}: {reason}.", param=name, code="unsupported_parameter")
@@ -549,9 +534,8 @@ class ChatStreamTranslator:
         request: dict[str, Any] | None = None,
         *,
         catalog: ToolCatalog | None = None,
-        response_id: str | None = None,
     ) -> None:
-        self.stream = ResponseStream(model, request, response_id=response_id)
+        self.stream = ResponseStream(model, request)
         self.catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(request or {}))
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
@@ -669,17 +653,13 @@ class ChatStreamTranslator:
 
     def _open_call(self, call: _Call) -> None:
         self._switch("")
-        spec = self.catalog.resolve(call.name)
+        kind, name, namespace = self.catalog.client_tool(call.name)
         call.call_id = call.call_id or new_id("call")
-        if spec is not None and spec.kind == "custom":
-            call.custom = True
-            call.output_index = self.stream.open_item(
-                "custom_tool_call", call_id=call.call_id, name=spec.name, namespace=spec.namespace
-            )
-            return
-        name, namespace = (spec.name, spec.namespace) if spec is not None else (call.name, None)
-        call.output_index = self.stream.open_item("function_call", call_id=call.call_id, name=name, namespace=namespace)
-        self.stream.delta(call.output_index, "".join(call.arguments))
+        call.output_index = self.stream.open_item(kind, call_id=call.call_id, name=name, namespace=namespace)
+        if kind == "custom_tool_call":
+            call.custom = True  # its input is whole only at the end (see _close_call)
+        else:
+            self.stream.delta(call.output_index, "".join(call.arguments))
 
     def _close(self, index: int, status: str = "completed") -> None:
         if self.stream.is_open(index):
@@ -739,22 +719,22 @@ class ChatStreamTranslator:
         return self.stream.take()
 
 
-def chat_to_response(
+def to_response(
     data: Any, *, model: str, request: dict[str, Any] | None = None, catalog: ToolCatalog | None = None
 ) -> dict[str, Any]:
     """Convert a non-streaming Chat completion into a Responses object.
 
     The completion is replayed through :class:`ChatStreamTranslator` as one chunk, so both paths
-    produce exactly the same items. Raises :class:`ChatConversionError` for a body that is not a
-    completion.
+    produce exactly the same items. Raises :class:`~ccx_asgi.convert.common.ConversionError` for a
+    body that is not a completion.
     """
     if not isinstance(data, dict):
-        raise ChatConversionError("the upstream answered with a non-object JSON body")
+        raise ConversionError("the upstream answered with a non-object JSON body")
     if isinstance(data.get("error"), dict):
-        raise ChatConversionError(f"upstream error: {data['error'].get('message') or data['error']}")
+        raise ConversionError(f"upstream error: {data['error'].get('message') or data['error']}")
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ChatConversionError("the upstream answer has no choices")
+        raise ConversionError("the upstream answer has no choices")
     choice = choices[0]
     message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     calls = message.get("tool_calls")

@@ -1,15 +1,18 @@
 """Responses ⇄ Anthropic Claude Messages, as pure functions and a pure stream state machine.
 
-- :func:`to_claude_request` turns a Responses request body into a Messages request body;
+- :func:`to_request` turns a Responses request body into a Messages request body, as
+  :class:`ClaudeOptions` say;
 - :class:`ClaudeStreamTranslator` turns Messages stream events into Responses events (driving
   :class:`~ccx_asgi.convert.events.ResponseStream`);
-- :func:`convert_claude_message` turns a non-streaming Messages answer into a Responses object (by
+- :func:`to_response` turns a non-streaming Messages answer into a Responses object (by
   replaying it through the same translator, so both paths behave identically).
+
+:mod:`ccx_asgi.convert.chat` has the same shape.
 
 Thinking round trip: every Claude ``thinking``/``redacted_thinking`` block becomes a ``reasoning``
 item whose ``encrypted_content`` is :func:`encode_reasoning` of the exact block (text and
 ``signature``, or ``data``). Clients that replay items with ``store: false`` (Codex) hand it back and
-:func:`to_claude_request` restores the block byte for byte, so Claude can verify its own signature.
+:func:`to_request` restores the block byte for byte, so Claude can verify its own signature.
 Reasoning from any other source (OpenAI's opaque strings, Chat reasoning text) cannot be signed and
 is dropped. See ``docs/claude-channels.md`` for why no extra HMAC is added.
 """
@@ -21,59 +24,54 @@ import binascii
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from ccx_asgi.convert.common import (
+    ConversionError,
+    PerChannel,
     check_parts,
     content_parts,
     debug_once,
     input_items,
     parse_data_url,
-    reasoning_effort,
 )
+from ccx_asgi.convert.effort import DEFAULT_THINKING_BUDGETS, MIN_THINKING_BUDGET, reasoning_effort
 from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.convert.tools import (
     ToolCatalog,
     ToolSpec,
-    allowed_tools,
     custom_input,
+    history_call,
     output_parts,
     pair_tool_calls,
     request_tools,
-    upstream_tool_name,
+    resolve_tool_choice,
 )
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.types import Event
 from ccx_asgi.upstream_errors import response_error_code
 
+if TYPE_CHECKING:
+    from ccx_asgi.settings import ChannelConfig
+
 __all__ = [
-    "DEFAULT_THINKING_BUDGETS",
-    "MIN_THINKING_BUDGET",
     "REASONING_PREFIX",
     "ClaudeModel",
+    "ClaudeOptions",
     "ClaudeStreamTranslator",
     "ThinkingMode",
-    "convert_claude_message",
     "decode_reasoning",
     "encode_reasoning",
     "message_events",
-    "to_claude_request",
+    "to_request",
+    "to_response",
 ]
 
 #: Marks ``encrypted_content`` written by this proxy: format version 1, upstream family ``claude``.
 REASONING_PREFIX = "ccx1.claude."
-#: Claude rejects smaller thinking budgets.
-MIN_THINKING_BUDGET = 1024
-#: ``reasoning.effort`` → ``thinking.budget_tokens`` unless the channel configures its own table.
-DEFAULT_THINKING_BUDGETS: Mapping[str, int] = {
-    "minimal": 1024,
-    "low": 4096,
-    "medium": 10000,
-    "high": 24000,
-    "xhigh": 32000,
-}
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
 _THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
@@ -88,6 +86,42 @@ _MODEL_ID = re.compile(
 )
 #: ``reasoning.effort`` → Claude's ``output_config.effort`` (Claude has no "minimal").
 _ADAPTIVE_EFFORT: Mapping[str, str] = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
+
+
+@dataclass(frozen=True, slots=True)
+class ClaudeOptions:
+    """How a Claude channel converts requests (the ``claude`` options of a channel).
+
+    Each field is the channel field of the same name without its ``claude_`` prefix:
+    ``default_max_tokens`` when the client sends no ``max_output_tokens``; ``thinking_budgets`` per
+    effort (the channel's table over :data:`~ccx_asgi.convert.effort.DEFAULT_THINKING_BUDGETS`);
+    ``prompt_caching`` marks the system prompt and the newest turn with ``cache_control``;
+    ``thinking`` picks adaptive thinking or a budget (``auto``: by :class:`ClaudeModel`), or no
+    thinking (``off``).
+    """
+
+    default_max_tokens: int = 32000
+    thinking_budgets: Mapping[str, int] = field(default_factory=lambda: DEFAULT_THINKING_BUDGETS)
+    prompt_caching: bool = True
+    thinking: ThinkingMode = "auto"
+
+    @classmethod
+    def from_channel(cls, channel: ChannelConfig) -> ClaudeOptions:
+        """The options ``channel`` asks for, built once per channel configuration."""
+        return _CHANNEL_OPTIONS.get(channel)
+
+
+def _channel_options(channel: ChannelConfig) -> ClaudeOptions:
+    return ClaudeOptions(
+        default_max_tokens=channel.default_max_tokens,
+        thinking_budgets=MappingProxyType({**DEFAULT_THINKING_BUDGETS, **channel.thinking_budgets}),
+        prompt_caching=channel.prompt_caching,
+        thinking=channel.claude_thinking,
+    )
+
+
+_CHANNEL_OPTIONS = PerChannel(_channel_options)
+_DEFAULT_OPTIONS = ClaudeOptions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,18 +316,11 @@ def _tool_result(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tool_use(item: dict[str, Any]) -> dict[str, Any]:
-    name = item.get("name")
-    name = name if isinstance(name, str) and name else "tool"
-    namespace = item.get("namespace")
-    namespace = namespace if isinstance(namespace, str) and namespace else None
-    if item.get("type") == "custom_tool_call":
-        raw = item.get("input")
-        return {
-            "type": "tool_use",
-            "id": _tool_id(item.get("call_id")),
-            "name": upstream_tool_name(name, namespace),
-            "input": {"input": raw if isinstance(raw, str) else ""},
-        }
+    call = history_call(item)
+    block: dict[str, Any] = {"type": "tool_use", "id": _tool_id(item.get("call_id")), "name": call.name}
+    if call.custom_input is not None:
+        block["input"] = {"input": call.custom_input}
+        return block
     arguments = item.get("arguments")
     parsed: Any = {}
     if isinstance(arguments, str) and arguments.strip():
@@ -303,12 +330,8 @@ def _tool_use(item: dict[str, Any]) -> dict[str, Any]:
             parsed = {}
     elif isinstance(arguments, dict):
         parsed = arguments
-    return {
-        "type": "tool_use",
-        "id": _tool_id(item.get("call_id")),
-        "name": upstream_tool_name(name, namespace),
-        "input": parsed if isinstance(parsed, dict) else {"value": parsed},
-    }
+    block["input"] = parsed if isinstance(parsed, dict) else {"value": parsed}
+    return block
 
 
 @dataclass(slots=True)
@@ -389,27 +412,8 @@ def _tools(specs: list[ToolSpec]) -> list[dict[str, Any]]:
     return tools
 
 
-def _tool_choice(choice: Any, catalog: ToolCatalog) -> dict[str, Any] | None:
-    if choice is None or choice == "auto":
-        return {"type": "auto"}
-    if choice == "required":
-        return {"type": "any"}
-    if choice == "none":
-        return {"type": "none"}
-    if (
-        isinstance(choice, dict)
-        and choice.get("type") in ("function", "custom")
-        and isinstance(choice.get("name"), str)
-    ):
-        namespace = choice.get("namespace") if isinstance(choice.get("namespace"), str) else None
-        if catalog.has(choice["name"], namespace):
-            return {"type": "tool", "name": upstream_tool_name(choice["name"], namespace)}
-        debug_once("tool_choice naming a tool Claude does not get")
-        return {"type": "auto"}
-    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        return {"type": "any" if choice.get("mode") == "required" else "auto"}
-    debug_once(f"tool_choice {choice!r}")
-    return {"type": "auto"}
+#: A neutral tool choice mode → Claude's ``tool_choice.type``.
+_CHOICE_TYPES = {"auto": "auto", "none": "none", "required": "any", "tool": "tool"}
 
 
 def _open_tool_turn_lacks_thinking(messages: list[dict[str, Any]]) -> bool:
@@ -431,13 +435,13 @@ def _thinking(
     mode: ThinkingMode,
     budgets: Mapping[str, int],
     max_tokens: int,
-    choice: dict[str, Any] | None,
+    forced: bool,
     messages: list[dict[str, Any]],
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """``(thinking, output_config)`` for ``reasoning.effort`` (either may be empty)."""
+    """``(thinking, output_config)`` for ``reasoning.effort`` (either may be empty); ``forced``: the
+    tool choice requires a call, which Claude does not allow with thinking."""
     if effort is None or mode == "off":
         return None, {}
-    forced = choice is not None and choice["type"] in ("any", "tool")
     if mode == "adaptive" or (mode == "auto" and claude_model.style != "budget"):
         # Claude decides how much to think; the effort steers it and every other token of the
         # answer, so it is kept when a forced tool choice rules thinking out.
@@ -490,24 +494,17 @@ def _mark_cache(blocks: list[dict[str, Any]]) -> None:
             return
 
 
-def to_claude_request(
-    body: dict[str, Any],
-    model: str,
-    *,
-    catalog: ToolCatalog | None = None,
-    default_max_tokens: int = 32000,
-    thinking_budgets: Mapping[str, int] = DEFAULT_THINKING_BUDGETS,
-    prompt_caching: bool = True,
-    thinking_mode: ThinkingMode = "auto",
+def to_request(
+    body: dict[str, Any], *, model: str, options: ClaudeOptions | None = None, catalog: ToolCatalog | None = None
 ) -> dict[str, Any]:
     """Convert a Responses request ``body`` to a Claude Messages request for ``model``.
 
-    ``catalog`` is the flattened ``tools`` (built from ``body`` when not given); ``thinking_budgets``
-    overrides :data:`DEFAULT_THINKING_BUDGETS` per effort; ``thinking_mode`` picks adaptive thinking
-    or a budget (``auto``: by :class:`ClaudeModel`), or no thinking (``off``). Raises
+    ``catalog`` is the body's :class:`ToolCatalog` when the caller already built it (it is needed
+    again to translate the answer); ``options`` are the channel's :class:`ClaudeOptions`. Raises
     :class:`~ccx_asgi.errors.InvalidRequestError` when nothing is left to send.
     The input is not mutated.
     """
+    options = options or _DEFAULT_OPTIONS
     catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(body))
     check_parts(input_items(body.get("input")), _part_problem)
     instructions = body.get("instructions")
@@ -523,33 +520,28 @@ def to_claude_request(
         out["system"] = system_blocks
 
     max_output = body.get("max_output_tokens")
-    max_tokens = max_output if isinstance(max_output, int) and max_output > 0 else default_max_tokens
+    max_tokens = max_output if isinstance(max_output, int) and max_output > 0 else options.default_max_tokens
     out["max_tokens"] = max_tokens
 
-    # allowed_tools: only the allowed tools are offered (Claude has no allowed-list tool choice).
-    allowed = allowed_tools(body.get("tool_choice"), catalog)
-    tools = _tools(allowed or catalog.specs)
-    choice = _tool_choice(body.get("tool_choice"), catalog) if tools else None
-    if allowed == [] and choice is not None:
-        if choice["type"] == "any":
-            raise InvalidRequestError(
-                "tool_choice.tools: none of the allowed tools can be offered to Claude "
-                "(hosted tools are not available on Claude channels), so a tool call cannot be required.",
-                param="tool_choice.tools",
-                code="invalid_value",
-            )
-        choice = {"type": "none"}  # tools stay defined: earlier tool_use blocks need them
-    if tools and choice is not None:
-        out["tools"] = tools
-        if body.get("parallel_tool_calls") is False and choice["type"] != "none":
-            choice["disable_parallel_tool_use"] = True
-        out["tool_choice"] = choice
+    forced = False
+    if catalog.specs:
+        choice = resolve_tool_choice(body.get("tool_choice"), catalog, offered_to="Claude", channels="Claude")
+        forced = choice.mode in ("required", "tool")
+        # allowed_tools: only the allowed tools are offered (Claude has no allowed-list tool choice).
+        # A choice that allows nothing is "none", and the tools stay defined: earlier tool_use blocks need them.
+        out["tools"] = _tools(choice.allowed or catalog.specs)
+        tool_choice: dict[str, Any] = {"type": _CHOICE_TYPES[choice.mode]}
+        if choice.name is not None:
+            tool_choice["name"] = choice.name
+        if body.get("parallel_tool_calls") is False and choice.mode != "none":
+            tool_choice["disable_parallel_tool_use"] = True
+        out["tool_choice"] = tool_choice
     for dropped in catalog.dropped:
         debug_once(f"tool of type {dropped!r}")
 
     claude_model = ClaudeModel.from_id(model)
     thinking, output_config = _thinking(
-        reasoning_effort(body), claude_model, thinking_mode, thinking_budgets, max_tokens, choice, messages
+        reasoning_effort(body), claude_model, options.thinking, options.thinking_budgets, max_tokens, forced, messages
     )
     if thinking is not None:
         out["thinking"] = thinking
@@ -573,7 +565,7 @@ def to_claude_request(
         out["metadata"] = {"user_id": user[:256]}
     if body.get("stream") is True:
         out["stream"] = True
-    if prompt_caching:
+    if options.prompt_caching:
         if system_blocks:
             _mark_cache(system_blocks)
         _mark_cache(messages[-1]["content"])
@@ -622,12 +614,14 @@ class ClaudeStreamTranslator:
     """Claude Messages stream events → Responses events (see the module docstring).
 
     ``model`` is echoed to the client; ``request`` is the client's Responses body; ``catalog`` maps
-    upstream tool names back to custom/namespaced tools.
+    upstream tool names back to custom/namespaced tools (built from ``request`` when not given).
     """
 
-    def __init__(self, model: str, request: dict[str, Any], catalog: ToolCatalog) -> None:
+    def __init__(
+        self, model: str, request: dict[str, Any] | None = None, *, catalog: ToolCatalog | None = None
+    ) -> None:
         self.stream = ResponseStream(model, request)
-        self._catalog = catalog
+        self.catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(request or {}))
         self._blocks: dict[int, _Block] = {}
         self._input = self._cache_read = self._cache_write = self._output = 0
         self._stop_reason: str | None = None
@@ -739,22 +733,10 @@ class ClaudeStreamTranslator:
             debug_once("Claude tool_use block without a name")
             self._blocks[index] = _Block("ignored")
         elif kind == "tool_use":
-            name = content["name"]
-            spec = self._catalog.resolve(name)
+            item_type, name, namespace = self.catalog.client_tool(content["name"])
+            block = _Block("tool", start_input=content.get("input"), custom=item_type == "custom_tool_call")
             call_id = str(content.get("id") or "") or None
-            block = _Block("tool", start_input=content.get("input"))
-            if spec is not None and spec.kind == "custom":
-                block.custom = True
-                block.index = stream.open_item(
-                    "custom_tool_call", call_id=call_id, name=spec.name, namespace=spec.namespace
-                )
-            else:
-                block.index = stream.open_item(
-                    "function_call",
-                    call_id=call_id,
-                    name=spec.name if spec else name,
-                    namespace=spec.namespace if spec else None,
-                )
+            block.index = stream.open_item(item_type, call_id=call_id, name=name, namespace=namespace)
             self._blocks[index] = block
         else:
             debug_once(f"Claude content block {kind!r}")
@@ -854,12 +836,17 @@ def message_events(message: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield {"type": "message_stop"}
 
 
-def convert_claude_message(
-    message: dict[str, Any], model: str, request: dict[str, Any], catalog: ToolCatalog
+def to_response(
+    data: Any, *, model: str, request: dict[str, Any] | None = None, catalog: ToolCatalog | None = None
 ) -> dict[str, Any]:
-    """A non-streaming Messages answer as a Responses object (same rules as the stream)."""
-    translator = ClaudeStreamTranslator(model, request, catalog)
-    for event in message_events(message):
+    """A non-streaming Messages answer as a Responses object (same rules as the stream).
+
+    Raises :class:`~ccx_asgi.convert.common.ConversionError` for a body that is not a message.
+    """
+    if not isinstance(data, dict) or data.get("type") != "message" or not isinstance(data.get("content"), list):
+        raise ConversionError("Claude answered with something that is not a message")
+    translator = ClaudeStreamTranslator(model, request, catalog=catalog)
+    for event in message_events(data):
         translator.feed(event)
     translator.finish()
     return translator.stream.response()

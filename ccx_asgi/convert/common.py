@@ -6,26 +6,33 @@
 - :func:`check_parts` finds the first image, file or audio part of a request a channel cannot send
   and answers 400 naming it (``input[3].content[1]``), instead of a silent drop;
 - :func:`parse_data_url` splits a ``data:`` image URL into media type and base64 payload;
-- :func:`reasoning_effort` reads ``reasoning.effort`` (``None`` when absent or ``"none"``).
+- :class:`ConversionError` is an upstream answer a dialect cannot read;
+- :class:`PerChannel` builds a dialect's options once per channel configuration.
+
+Effort levels and thinking limits live in :mod:`ccx_asgi.convert.effort`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ccx_asgi.errors import InvalidRequestError
 
+if TYPE_CHECKING:
+    from ccx_asgi.settings import ChannelConfig
+
 __all__ = [
+    "ConversionError",
     "PartKind",
     "PartProblem",
+    "PerChannel",
     "check_parts",
     "content_parts",
     "debug_once",
     "input_items",
     "parse_data_url",
-    "reasoning_effort",
     "unresolved_file",
 ]
 
@@ -37,8 +44,37 @@ PartKind = Literal["text", "image", "file", "audio", "other"]
 PartProblem = Callable[[str, dict[str, Any]], str | None]
 
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
-_EFFORTS = frozenset({"minimal", "low", "medium", "high", "xhigh"})
 _logged: set[str] = set()
+_T = TypeVar("_T")
+
+
+class ConversionError(ValueError):
+    """An upstream answer that cannot be read in its dialect (not a completion, not a message …)."""
+
+
+class PerChannel(Generic[_T]):
+    """A value derived from a channel configuration, built once per configuration object.
+
+    Channel configurations are frozen, so what is derived from one never changes; keying by identity
+    (the entry holds the configuration, so its ``id`` cannot be reused while cached) avoids hashing
+    their dict and list fields on every request. At most ``size`` configurations are kept.
+    """
+
+    def __init__(self, build: Callable[[ChannelConfig], _T], size: int = 256) -> None:
+        self._build = build
+        self._size = size
+        self._cache: dict[int, tuple[object, _T]] = {}
+
+    def get(self, channel: ChannelConfig) -> _T:
+        """The value for ``channel``, built on first use."""
+        entry = self._cache.get(id(channel))
+        if entry is not None and entry[0] is channel:
+            return entry[1]
+        value = self._build(channel)
+        if len(self._cache) >= self._size:
+            self._cache.clear()
+        self._cache[id(channel)] = (channel, value)
+        return value
 
 
 def debug_once(what: str) -> None:
@@ -148,12 +184,3 @@ def parse_data_url(url: str) -> tuple[str, str] | None:
         return None
     media_type = header[: -len(";base64")].split(";")[0].strip().lower() or "application/octet-stream"
     return media_type, data
-
-
-def reasoning_effort(body: dict[str, Any]) -> str | None:
-    """The requested ``reasoning.effort`` (``minimal`` … ``xhigh``), or ``None`` for absent/``none``."""
-    reasoning = body.get("reasoning")
-    if not isinstance(reasoning, dict):
-        return None
-    effort = reasoning.get("effort")
-    return effort if isinstance(effort, str) and effort in _EFFORTS else None

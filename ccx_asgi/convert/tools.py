@@ -8,7 +8,10 @@
   are dropped.
 - :func:`pair_tool_calls` repairs a history so every call has exactly one output right after its
   call group and every output has its call — strict upstreams reject anything else.
-- :func:`allowed_tools` reads the restriction of a ``tool_choice: allowed_tools``.
+- :func:`resolve_tool_choice` reads a ``tool_choice`` (``allowed_tools`` included, through
+  :func:`allowed_tools`) into a neutral :class:`ToolChoice`; :func:`history_call` reads a call item
+  of the history. Each dialect only renders these in its own wire shape.
+- :meth:`ToolCatalog.client_tool` says how an upstream call reopens for the client.
 """
 
 from __future__ import annotations
@@ -17,21 +20,29 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
+
+from ccx_asgi.convert.common import debug_once
+from ccx_asgi.errors import InvalidRequestError
 
 __all__ = [
     "CUSTOM_INPUT_SCHEMA",
     "INTERRUPTED_OUTPUT",
     "NAMESPACE_SEPARATOR",
+    "HistoryCall",
     "ToolCatalog",
+    "ToolChoice",
     "ToolSpec",
     "allowed_tools",
     "custom_input",
+    "history_call",
     "output_parts",
     "pair_tool_calls",
     "request_tools",
+    "resolve_tool_choice",
+    "tool_messages_as_outputs",
     "upstream_tool_name",
 ]
 
@@ -166,24 +177,16 @@ class ToolCatalog:
         """Whether the client's tool ``name`` (in ``namespace``) survived flattening."""
         return upstream_tool_name(name, namespace) in self._by_upstream
 
-    def call_item(self, upstream_name: str, arguments: str) -> dict[str, Any]:
-        """How an upstream call should look to the client, without ids.
+    def client_tool(self, upstream_name: str) -> tuple[Literal["function_call", "custom_tool_call"], str, str | None]:
+        """``(item type, name, namespace)`` an upstream call reopens as for the client.
 
-        ``{"type": "function_call", "name", "namespace"?, "arguments"}`` or
-        ``{"type": "custom_tool_call", "name", "namespace"?, "input"}`` (the raw text from the
-        ``input`` argument).
+        A ``custom_tool_call`` takes the raw text of the call's ``input`` argument
+        (:func:`custom_input`); a name the client never offered stays a plain ``function_call``.
         """
-        spec = self.resolve(upstream_name)
+        spec = self._by_upstream.get(upstream_name)
         if spec is None:
-            return {"type": "function_call", "name": upstream_name, "arguments": arguments}
-        item: dict[str, Any]
-        if spec.kind == "custom":
-            item = {"type": "custom_tool_call", "name": spec.name, "input": custom_input(arguments)}
-        else:
-            item = {"type": "function_call", "name": spec.name, "arguments": arguments}
-        if spec.namespace:
-            item["namespace"] = spec.namespace
-        return item
+            return "function_call", upstream_name, None
+        return ("custom_tool_call" if spec.kind == "custom" else "function_call"), spec.name, spec.namespace
 
 
 def custom_input(arguments: str) -> str:
@@ -342,3 +345,98 @@ def request_tools(body: dict[str, Any]) -> list[Any]:
         if isinstance(item, dict) and item.get("type") == "additional_tools" and isinstance(item.get("tools"), list):
             tools.extend(item["tools"])
     return tools
+
+
+def tool_messages_as_outputs(items: list[Any]) -> list[Any]:
+    """Chat-style tool answers (a message with a ``tool_call_id``) as ``function_call_output`` items,
+    so that :func:`pair_tool_calls` sees them: unpaired, they would be rejected upstream.
+
+    Only the Chat dialect applies it: on Claude channels such a message has always been sent as a
+    user message, and that is kept.
+    """
+    out = []
+    for item in items:
+        call_id = item.get("tool_call_id") if isinstance(item, dict) else None
+        if isinstance(call_id, str) and call_id and item.get("type", "message") == "message":
+            text, _ = output_parts(item.get("content"))
+            item = {"type": "function_call_output", "call_id": call_id, "output": text}
+        out.append(item)
+    return out
+
+
+class HistoryCall(NamedTuple):
+    """A ``function_call`` or ``custom_tool_call`` item of the history, as every dialect sends it."""
+
+    #: The upstream name (``namespace__name``, see :func:`upstream_tool_name`).
+    name: str
+    #: The raw input of a custom tool call (sent as the ``input`` argument); ``None`` for a function call.
+    custom_input: str | None
+
+
+def history_call(item: dict[str, Any]) -> HistoryCall:
+    """Read a call item of the history (a missing name becomes ``tool``)."""
+    name = item.get("name")
+    namespace = item.get("namespace")
+    upstream = upstream_tool_name(
+        name if isinstance(name, str) and name else "tool",
+        namespace if isinstance(namespace, str) and namespace else None,
+    )
+    if item.get("type") == "custom_tool_call":
+        raw = item.get("input")
+        return HistoryCall(upstream, raw if isinstance(raw, str) else "")
+    return HistoryCall(upstream, None)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """A Responses ``tool_choice`` resolved against the catalog, before a dialect renders it.
+
+    ``mode`` is ``auto``, ``none``, ``required`` (some tool) or ``tool`` (the tool whose upstream
+    name is ``name``); ``allowed`` is the non-empty restriction of an ``allowed_tools`` choice.
+    """
+
+    mode: Literal["auto", "none", "required", "tool"]
+    name: str | None = None
+    allowed: list[ToolSpec] | None = None
+
+
+def resolve_tool_choice(choice: Any, catalog: ToolCatalog, *, offered_to: str, channels: str) -> ToolChoice:
+    """Read ``tool_choice`` (of a request whose catalog has tools) into a :class:`ToolChoice`.
+
+    Anything that cannot be honoured (a hosted tool, a tool that was dropped, an unknown value)
+    falls back to ``auto``; an ``allowed_tools`` choice none of whose tools reach the upstream is
+    ``none`` (the tools stay offered: earlier calls need them), or a 400 when it requires a call
+    (``offered_to`` and ``channels`` name the upstream in that message).
+    """
+    if isinstance(choice, str) and choice in ("auto", "none", "required"):
+        return _CHOICES[choice]
+    if choice is None:
+        return _CHOICES["auto"]
+    if (
+        isinstance(choice, dict)
+        and choice.get("type") in ("function", "custom")
+        and isinstance(choice.get("name"), str)
+    ):
+        namespace = choice.get("namespace") if isinstance(choice.get("namespace"), str) else None
+        if catalog.has(choice["name"], namespace):
+            return ToolChoice("tool", upstream_tool_name(choice["name"], namespace))
+        debug_once("tool_choice naming a tool the upstream does not get")
+        return _CHOICES["auto"]
+    allowed = allowed_tools(choice, catalog)
+    if allowed is None:
+        debug_once(f"tool_choice {choice!r}")
+        return _CHOICES["auto"]
+    mode: Literal["auto", "required"] = "required" if choice.get("mode") == "required" else "auto"
+    if allowed:
+        return ToolChoice(mode, allowed=allowed)
+    if mode == "required":
+        raise InvalidRequestError(
+            f"tool_choice.tools: none of the allowed tools can be offered to {offered_to} "
+            f"(hosted tools are not available on {channels} channels), so a tool call cannot be required.",
+            param="tool_choice.tools",
+            code="invalid_value",
+        )
+    return _CHOICES["none"]  # nothing the model may call
+
+
+_CHOICES = {mode: ToolChoice(mode) for mode in ("auto", "none", "required")}
