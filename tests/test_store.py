@@ -26,8 +26,6 @@ def record(rid: str, owner: str = "alice", *, text: str = "hi", items: int = 1) 
         id=rid,
         owner=owner,
         kind="local",
-        created_at=1.0,
-        model="m",
         channel="c",
         response={"id": rid, "object": "response", "status": "completed", "output": output},
         input=[{"type": "message", "role": "user", "content": text}],
