@@ -168,3 +168,35 @@ async def test_blob_store_in_redis_and_its_fallback(redis_server: RedisServer) -
         await blobs_two.aclose()
         await one.aclose()
         await two.aclose()
+
+
+async def test_a_long_chain_is_rebuilt_from_redis_on_another_instance(redis_server: RedisServer) -> None:
+    """70 responses chained on one instance, rebuilt on another in ceil(69 / ANCESTOR_WINDOW) MGETs."""
+    from ccx_asgi.state import RedisStore
+    from ccx_asgi.store import ANCESTOR_WINDOW, ResponseStore, StoredResponse
+
+    one, two = RedisStore(redis_server.url, prefix="t"), RedisStore(redis_server.url, prefix="t")
+    writer, reader = ResponseStore(one), ResponseStore(two)
+    try:
+        parent: StoredResponse | None = None
+        for n in range(70):
+            record = StoredResponse(
+                id=f"resp_{n}", owner="alice", kind="local", channel="c", response={"output": []}, input=[n]
+            )
+            if parent is not None:
+                record.follow(parent)
+            assert await writer.save(record)
+            parent = record
+        last = await reader.get("alice", "resp_69")
+        assert last is not None and last.depth == 69
+        monitor = redis.Redis(port=redis_server.port)
+        before = monitor.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
+        chain = await reader.chain(last)
+        after = monitor.info("commandstats")["cmdstat_mget"]["calls"]
+        monitor.close()
+        assert [r.input for r in chain] == [[n] for n in range(69)]
+        assert after - before == -(-69 // ANCESTOR_WINDOW)
+        assert await reader.get("bob", "resp_69") is None
+    finally:
+        for closing in (writer, reader, one, two):
+            await closing.aclose()

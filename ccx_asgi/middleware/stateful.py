@@ -302,6 +302,17 @@ class StatefulMiddleware:
         return save
 
 
+def _any_gateway_reasoning(items: list[Any]) -> bool:
+    """Whether ``items`` hold a reasoning item in a gateway envelope (one pass, no call per item:
+    this runs on every attempt to a native channel, almost always finding none)."""
+    for item in items:
+        if type(item) is dict and item.get("type") == "reasoning":
+            content = item.get("encrypted_content")
+            if isinstance(content, str) and content.startswith(GATEWAY_ENVELOPES):
+                return True
+    return False
+
+
 def _gateway_reasoning(item: Any) -> bool:
     """A reasoning item carrying one of this gateway's envelopes, which only the converted channels
     can read: a native upstream would reject it as undecryptable."""
@@ -328,7 +339,7 @@ class ChainAttemptMiddleware:
             if attempt is not None and speaks_responses(attempt.channel):
                 body = attempt.body
                 items = body.get("input")
-                envelopes = isinstance(items, list) and any(_gateway_reasoning(i) for i in items)
+                envelopes = isinstance(items, list) and _any_gateway_reasoning(items)
                 chained = ctx.extra.get(_EXPANDED) == "chain" and "previous_response_id" in body
                 if envelopes or chained:
                     body = dict(body)
