@@ -64,6 +64,8 @@ _NS_ROUTE = "route"
 _NS_ITEM = "item"
 # Version 2: chains by reference (own input, parent and ancestor ids); version 1 held the chain.
 _VERSION = 2
+# Item records kept their format.
+_ITEM_VERSION = 1
 # Shares of the byte budget: output items by id, native routes; the rest holds responses.
 _ITEM_SHARE = 0.2
 _ROUTE_SHARE = 0.1
@@ -186,12 +188,14 @@ class StoredResponse:
 
     @classmethod
     def load(cls, raw: bytes) -> StoredResponse | None:
-        """A record from its bytes; ``None`` for anything damaged or of another format version."""
+        """A record from its bytes; ``None`` for anything damaged or of an unknown format version."""
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return None
-        if not isinstance(data, dict) or data.get("v") != _VERSION or data.get("k") not in ("local", "native"):
+        # A version-1 record (before chains by reference) holds its whole effective input: it reads
+        # as the first response of its chain, so chains stored before an upgrade continue.
+        if not isinstance(data, dict) or data.get("v") not in (1, _VERSION) or data.get("k") not in ("local", "native"):
             return None
         response, items, ancestors = data.get("r"), data.get("i"), data.get("a")
         return cls(
@@ -264,7 +268,7 @@ class ResponseStore:
             )
             return False
         entries = [
-            (item["id"], _compact(orjson.dumps({"v": _VERSION, "o": record.owner, "r": record.id, "item": item})))
+            (item["id"], _compact(orjson.dumps({"v": _ITEM_VERSION, "o": record.owner, "r": record.id, "item": item})))
             for item in record.output
             if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]
         ]
@@ -329,7 +333,7 @@ class ResponseStore:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return None
-        if not isinstance(data, dict) or data.get("v") != _VERSION or not isinstance(data.get("item"), dict):
+        if not isinstance(data, dict) or data.get("v") != _ITEM_VERSION or not isinstance(data.get("item"), dict):
             return None
         if not hmac.compare_digest(str(data.get("o", "")), owner):
             return None
