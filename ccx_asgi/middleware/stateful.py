@@ -338,14 +338,15 @@ class ChainAttemptMiddleware:
             attempt = ctx.attempt
             if attempt is not None and speaks_responses(attempt.channel):
                 body = attempt.body
-                items = body.get("input")
-                envelopes = isinstance(items, list) and _any_gateway_reasoning(items)
+                raw = body.get("input")
+                items: list[Any] = raw if isinstance(raw, list) else []
+                envelopes = _any_gateway_reasoning(items)
                 chained = ctx.extra.get(_EXPANDED) == "chain" and "previous_response_id" in body
                 if envelopes or chained:
                     body = dict(body)
                     if chained:
                         del body["previous_response_id"]
                     if envelopes:
-                        body["input"] = [i for i in items if not _gateway_reasoning(i)]  # type: ignore[union-attr]
+                        body["input"] = [i for i in items if not _gateway_reasoning(i)]
                     attempt.body = body
         await self.app(scope, receive, send)
