@@ -270,7 +270,7 @@ class CCXApp:
             return NotFoundError(hint)
         return NotFoundError(
             f"No route {method} {path}. This gateway serves POST /responses, GET and DELETE /responses/{{id}}, "
-            "GET /responses/{id}/input_items and GET /models."
+            "GET /responses/{id}/input_items, POST /responses/{id}/cancel and GET /models."
         )
 
 

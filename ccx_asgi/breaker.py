@@ -24,13 +24,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import SecretStr
 
 from ccx_asgi.state import Clock, StateStore
 
-__all__ = ["BreakerConfig", "CircuitBreaker", "Verdict", "target_id"]
+__all__ = ["BreakerConfig", "CircuitBreaker", "Verdict", "channel_targets", "target_id"]
 
 logger = logging.getLogger("ccx_asgi.breaker")
 
@@ -43,6 +44,12 @@ def target_id(channel: str, key: SecretStr | None) -> str:
     if key is None:
         return f"{channel}/-"
     return f"{channel}/{hashlib.sha256(key.get_secret_value().encode()).hexdigest()[:12]}"
+
+
+def channel_targets(channel: str, keys: Sequence[SecretStr]) -> list[tuple[SecretStr | None, str]]:
+    """Each key of ``channel`` (``None`` for a channel without keys) with its :func:`target_id`, in order."""
+    options: list[SecretStr | None] = [*keys] or [None]
+    return [(key, target_id(channel, key)) for key in options]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,12 @@ to the channel and key that created it (through the shared ``httpx`` client of
 :class:`~ccx_asgi.upstream.Upstream`), with the upstream's own id; a streamed answer
 (``GET …?stream=true`` of a background response) is relayed as it arrives. Another client key's
 response, an expired, deleted or never stored one: 404, the same answer as an unknown id.
+
+``include`` on a local retrieve or input-item listing is checked against OpenAI's values (400 naming
+an unknown one); of these only ``reasoning.encrypted_content`` concerns what converted channels
+produce: reasoning items carry their ``encrypted_content`` only when it is included, as OpenAI
+answers. ``input_items`` lists the effective input (the chain before the response, then its own
+input), as the items the response was generated from.
 """
 
 from __future__ import annotations
@@ -23,13 +29,16 @@ import orjson
 from pydantic import SecretStr
 
 from ccx_asgi.asgi import request_id, route_path, send_json
-from ccx_asgi.breaker import target_id
+from ccx_asgi.breaker import channel_targets
 from ccx_asgi.errors import InvalidRequestError, NotFoundError, UpstreamConnectError, UpstreamTimeoutError
 from ccx_asgi.keys import KeySet
 from ccx_asgi.settings import ChannelConfig
-from ccx_asgi.store import ResponseStore, StoredResponse, client_owner
+from ccx_asgi.store import BrokenChain, ResponseStore, StoredResponse, client_owner
 from ccx_asgi.types import Receive, Scope, Send
-from ccx_asgi.upstream import Upstream, redact
+
+# _Redactor is private to ccx_asgi.upstream; it is the one redactor that also catches a secret split
+# across two chunks, so the relay reuses it rather than keeping a weaker copy.
+from ccx_asgi.upstream import Upstream, _Redactor, redact
 
 __all__ = ["StoredResponsesAPI", "stored_route"]
 
@@ -45,6 +54,21 @@ _ITEM_PREFIX = {
     "custom_tool_call_output": "ctco",
     "reasoning": "rs",
 }
+#: The values ``include`` may name (OpenAI's ``ResponseIncludable``).
+INCLUDABLE = frozenset(
+    {
+        "code_interpreter_call.outputs",
+        "computer_call_output.output.image_url",
+        "file_search_call.results",
+        "message.input_image.image_url",
+        "message.output_text.logprobs",
+        "reasoning.encrypted_content",
+        "web_search_call.action.sources",
+        "web_search_call.results",
+    }
+)
+# Item types whose listed form has no ``status`` in the SDK's types.
+_NO_STATUS = frozenset({"item_reference", "compaction", "mcp_list_tools", "mcp_approval_request"})
 
 
 def stored_route(method: str, path: str) -> bool:
@@ -59,7 +83,8 @@ def stored_route(method: str, path: str) -> bool:
 
 
 def _listed_item(response_id: str, index: int, item: Any) -> dict[str, Any]:
-    """An input item as OpenAI lists it: with an ``id`` (stable per position) and list content."""
+    """An input item as OpenAI lists it: with an ``id`` (stable per position), a ``status`` and list
+    content, as the SDK's ``ResponseItem`` types require."""
     if not isinstance(item, dict):
         item = {"type": "message", "role": "user", "content": str(item)}
     kind = item.get("type", "message")
@@ -70,11 +95,37 @@ def _listed_item(response_id: str, index: int, item: Any) -> dict[str, Any]:
         part = "output_text" if role == "assistant" else "input_text"
         if isinstance(content, str):
             out["content"] = [{"type": part, "text": content, **({"annotations": []} if role == "assistant" else {})}]
+    if kind not in _NO_STATUS:
         out.setdefault("status", "completed")
     if not isinstance(out.get("id"), str) or not out["id"]:
         digest = hashlib.sha256(f"{response_id}:{index}".encode()).hexdigest()[:24]
         out["id"] = f"{_ITEM_PREFIX.get(str(kind), 'item')}_{digest}"
     return out
+
+
+def _include(query: dict[str, list[str]]) -> frozenset[str]:
+    """The ``include`` values of a query (``include`` or ``include[]``); 400 naming an unknown one."""
+    values = [v for name in ("include", "include[]") for raw in query.get(name, []) for v in raw.split(",") if v]
+    for value in values:
+        if value not in INCLUDABLE:
+            raise InvalidRequestError(
+                f"Invalid value for 'include': '{value}'. Supported values are: {', '.join(sorted(INCLUDABLE))}.",
+                param="include",
+                code="invalid_value",
+            )
+    return frozenset(values)
+
+
+def _shown(item: Any, include: frozenset[str]) -> Any:
+    """``item`` as retrieved: a reasoning item's ``encrypted_content`` only when it is included."""
+    if (
+        "reasoning.encrypted_content" not in include
+        and isinstance(item, dict)
+        and item.get("type") == "reasoning"
+        and "encrypted_content" in item
+    ):
+        return {k: v for k, v in item.items() if k != "encrypted_content"}
+    return item
 
 
 def _int_param(query: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int:
@@ -131,7 +182,8 @@ class StoredResponsesAPI:
                 code="invalid_value",
             )
         elif suffix:
-            await send_json(send, self._input_items(record, query), headers=self._headers(scope))
+            listed = await self._input_items(record, query, _include(query))
+            await send_json(send, listed, headers=self._headers(scope))
         elif method == "DELETE":
             await self.store.delete(record)
             await send_json(
@@ -145,20 +197,34 @@ class StoredResponsesAPI:
                     param="stream",
                     code="unsupported_parameter",
                 )
-            await send_json(send, record.response, headers=self._headers(scope))
+            include = _include(query)
+            response = record.response or {}
+            output = [_shown(item, include) for item in record.output]
+            await send_json(send, {**response, "output": output}, headers=self._headers(scope))
 
     @staticmethod
     def _headers(scope: Scope) -> list[tuple[bytes, bytes]]:
         return [(b"x-request-id", request_id(scope).encode("latin-1"))]
 
-    @staticmethod
-    def _input_items(record: StoredResponse, query: dict[str, list[str]]) -> dict[str, Any]:
+    async def _input_items(
+        self, record: StoredResponse, query: dict[str, list[str]], include: frozenset[str]
+    ) -> dict[str, Any]:
         limit = _int_param(query, "limit", 20, 1, 100)
         order = query.get("order", ["desc"])[-1]
         if order not in ("asc", "desc"):
             raise InvalidRequestError("'order' must be 'asc' or 'desc'.", param="order", code="invalid_value")
-        own = (record.input or [])[record.own_from :]
-        items = [_listed_item(record.id, record.own_from + n, item) for n, item in enumerate(own)]
+        try:
+            ancestors = await self.store.chain(record)
+        except BrokenChain as broken:
+            raise NotFoundError(
+                f"The input of response '{record.id}' cannot be listed: '{broken.missing}', an earlier response "
+                "in its chain, was deleted, expired or evicted."
+            ) from None
+        items: list[dict[str, Any]] = []
+        for stored in ancestors:
+            items += (_listed_item(stored.id, n, _shown(item, include)) for n, item in enumerate(stored.input))
+            items += (_listed_item(stored.id, -1 - n, _shown(item, include)) for n, item in enumerate(stored.output))
+        items += (_listed_item(record.id, n, _shown(item, include)) for n, item in enumerate(record.input))
         if order == "desc":
             items.reverse()
         after = query.get("after", [""])[-1]
@@ -183,9 +249,8 @@ class StoredResponsesAPI:
     def _target(self, record: StoredResponse) -> tuple[ChannelConfig, SecretStr | None]:
         channel = self.channels.get(record.channel)
         if channel is not None:
-            keys: list[SecretStr | None] = [*channel.api_keys] or [None]
-            for key in keys:
-                if target_id(channel.name, key) == record.target:
+            for key, tid in channel_targets(channel.name, channel.api_keys):
+                if tid == record.target:
                     return channel, key
         raise NotFoundError(
             f"Response with id '{record.id}' is held by channel '{record.channel}' with a key that is no longer "
@@ -284,7 +349,7 @@ class StoredResponsesAPI:
     async def _relay(
         self, scope: Scope, send: Send, channel: ChannelConfig, answer: httpx.Response, secrets: list[str]
     ) -> None:
-        """Pass an upstream event stream through as it arrives (secrets replaced chunk by chunk)."""
+        """Pass an upstream event stream through as it arrives (secrets replaced, also across chunks)."""
         await send(
             {
                 "type": "http.response.start",
@@ -297,9 +362,8 @@ class StoredResponsesAPI:
                 ],
             }
         )
-        needles = [s.encode() for s in secrets if len(s) >= 4]
+        redactor = _Redactor(secrets)
         async for chunk in answer.aiter_bytes():
-            for needle in needles:
-                chunk = chunk.replace(needle, b"[redacted]")
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if out := redactor.feed(chunk):
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+        await send({"type": "http.response.body", "body": redactor.flush(), "more_body": False})

@@ -11,8 +11,8 @@
 
 Stored responses (:mod:`ccx_asgi.store`) are larger and need a byte bound, so they use a second,
 bytes-valued interface, :class:`BlobStore`: :class:`MemoryBlobStore` (bounded in entries *and*
-bytes, per-entry TTL) or :class:`RedisBlobStore` (the same Redis connection and fallback as
-:class:`RedisStore`).
+bytes, per-entry TTL) or :class:`RedisBlobStore` (the same server and fallback as :class:`RedisStore`,
+through a client of its own with a longer timeout and its own health flag).
 
 Updates are read-modify-write without a transaction: two instances updating the same breaker at the
 same moment may lose one increment. That costs at most one extra failure before a breaker opens and
@@ -33,11 +33,13 @@ from cachetools import TLRUCache
 from ccx_asgi.errors import ConfigurationError
 
 __all__ = [
+    "BLOB_TIMEOUT",
     "BlobStore",
     "Clock",
     "MemoryBlobStore",
     "MemoryStore",
     "RedisBlobStore",
+    "RedisConnection",
     "RedisStore",
     "StateStore",
     "create_blob_store",
@@ -103,12 +105,80 @@ class MemoryStore:
         """Nothing to release."""
 
 
+class RedisConnection:
+    """One Redis client with its own socket timeout and its own health flag.
+
+    :meth:`call` runs a command and, on any failure, runs the fallback instead and keeps serving
+    fallbacks for ``retry_after`` seconds, so a dead or hung Redis costs one timeout, not one per
+    request. :class:`RedisStore` (breakers, affinity: small records, a short timeout) and the stored
+    responses' :class:`RedisBlobStore` (large records, a longer one) each have their own, so a slow
+    read of a big record never switches the routing state to local.
+    """
+
+    def __init__(self, url: str, *, timeout: float, retry_after: float, clock: Clock, name: str) -> None:
+        try:
+            from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+        except ImportError:  # pragma: no cover - depends on the installation
+            raise ConfigurationError(
+                "CCX_REDIS_URL is set but the 'redis' package is not installed: pip install 'ccx-asgi[redis]'"
+            ) from None
+
+        # No client-side retries: a failure falls back to local state at once instead of stalling.
+        self.client = Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
+        self.name = name
+        self.retry_after = retry_after
+        self._clock = clock
+        self._down_until = 0.0
+        self._degraded = False
+
+    @property
+    def healthy(self) -> bool:
+        """Whether Redis is currently in use (``False`` while serving fallbacks after a failure)."""
+        return self._clock() >= self._down_until
+
+    async def call(self, action: Callable[[], Awaitable[_T]], fallback: Callable[[], Awaitable[_T]]) -> _T:
+        """``action()``, or ``fallback()`` when Redis is marked down or the action fails."""
+        if not self.healthy:
+            return await fallback()
+        try:
+            result = await action()
+        except Exception as exc:  # any Redis or socket failure must degrade, never fail the request
+            log = logger.debug if self._degraded else logger.warning
+            log(
+                "Redis %s unavailable (%s: %s); using local state, retrying Redis in %gs",
+                self.name,
+                type(exc).__name__,
+                exc,
+                self.retry_after,
+            )
+            self._degraded = True
+            self._down_until = self._clock() + self.retry_after
+            return await fallback()
+        if self._degraded:
+            logger.warning("Redis %s reachable again; shared state resumed", self.name)
+            self._degraded = False
+        return result
+
+    async def aclose(self) -> None:
+        """Close the client's connection pool."""
+        try:
+            await self.client.aclose()
+        except Exception:  # closing a dead connection must not break shutdown
+            logger.debug("error while closing the Redis client", exc_info=True)
+
+
 class RedisStore:
     """State in Redis shared by every instance, degrading to a local :class:`MemoryStore`.
 
     ``url`` is a ``redis://`` URL; ``prefix`` namespaces the keys (``<prefix>:<namespace>:<key>``);
     ``timeout`` bounds each Redis call so a hung server cannot hold a request for long;
     ``retry_after`` is how long to serve locally after a Redis failure before trying Redis again.
+    :meth:`open_connection` gives other users of the same server (the stored responses) a client of
+    their own.
     """
 
     def __init__(
@@ -120,60 +190,37 @@ class RedisStore:
         retry_after: float = 5.0,
         clock: Clock = time.time,
     ) -> None:
-        try:
-            from redis.asyncio import Redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-        except ImportError:  # pragma: no cover - depends on the installation
-            raise ConfigurationError(
-                "CCX_REDIS_URL is set but the 'redis' package is not installed: pip install 'ccx-asgi[redis]'"
-            ) from None
-
-        # No client-side retries: a failure falls back to local state at once instead of stalling.
-        self._redis = Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-        )
+        self.url = url
         self.prefix = prefix
         self.local = MemoryStore(clock=clock)
         self.retry_after = retry_after
         self._clock = clock
-        self._down_until = 0.0
-        self._degraded = False
+        self.connection = RedisConnection(
+            url, timeout=timeout, retry_after=retry_after, clock=clock, name="state store"
+        )
+        self._redis = self.connection.client
 
     @property
     def healthy(self) -> bool:
         """Whether Redis is currently in use (``False`` while serving from local state)."""
-        return self._clock() >= self._down_until
+        return self.connection.healthy
 
-    def _key(self, namespace: str, key: str) -> str:
+    def key(self, namespace: str, key: str) -> str:
+        """The Redis key of ``(namespace, key)``: ``<prefix>:<namespace>:<key>``."""
         return f"{self.prefix}:{namespace}:{key}"
 
+    def open_connection(self, *, timeout: float, name: str) -> RedisConnection:
+        """A new client of the same server with its own ``timeout`` and health flag (the caller closes it)."""
+        return RedisConnection(self.url, timeout=timeout, retry_after=self.retry_after, clock=self._clock, name=name)
+
     async def _call(self, action: Callable[[], Awaitable[_T]], fallback: Callable[[], Awaitable[_T]]) -> _T:
-        if not self.healthy:
-            return await fallback()
-        try:
-            result = await action()
-        except Exception as exc:  # any Redis or socket failure must degrade, never fail the request
-            log = logger.debug if self._degraded else logger.warning
-            log(
-                "Redis state store unavailable (%s: %s); using local state, retrying Redis in %gs",
-                type(exc).__name__,
-                exc,
-                self.retry_after,
-            )
-            self._degraded = True
-            self._down_until = self._clock() + self.retry_after
-            return await fallback()
-        if self._degraded:
-            logger.warning("Redis state store reachable again; shared state resumed")
-            self._degraded = False
-        return result
+        return await self.connection.call(action, fallback)
 
     async def get(self, namespace: str, key: str) -> dict[str, Any] | None:
         """See :meth:`StateStore.get`."""
 
         async def action() -> dict[str, Any] | None:
-            raw = await self._redis.get(self._key(namespace, key))
+            raw = await self._redis.get(self.key(namespace, key))
             if raw is None:
                 return None
             value = orjson.loads(raw)
@@ -186,7 +233,7 @@ class RedisStore:
         await self.local.set(namespace, key, value, ttl)
 
         async def action() -> None:
-            await self._redis.set(self._key(namespace, key), orjson.dumps(value), px=max(1, int(ttl * 1000)))
+            await self._redis.set(self.key(namespace, key), orjson.dumps(value), px=max(1, int(ttl * 1000)))
 
         async def nothing() -> None:
             return None
@@ -198,7 +245,7 @@ class RedisStore:
         await self.local.delete(namespace, key)
 
         async def action() -> None:
-            await self._redis.delete(self._key(namespace, key))
+            await self._redis.delete(self.key(namespace, key))
 
         async def nothing() -> None:
             return None
@@ -209,17 +256,14 @@ class RedisStore:
         """See :meth:`StateStore.claim` (``SET NX PX`` in Redis)."""
 
         async def action() -> bool:
-            won = await self._redis.set(self._key(namespace, key), b"1", nx=True, px=max(1, int(ttl * 1000)))
+            won = await self._redis.set(self.key(namespace, key), b"1", nx=True, px=max(1, int(ttl * 1000)))
             return bool(won)
 
         return await self._call(action, lambda: self.local.claim(namespace, key, ttl))
 
     async def aclose(self) -> None:
         """Close the Redis connection pool."""
-        try:
-            await self._redis.aclose()
-        except Exception:  # closing a dead connection must not break shutdown
-            logger.debug("error while closing the Redis client", exc_info=True)
+        await self.connection.aclose()
 
 
 def create_store(redis_url: str | None, *, prefix: str = "ccx", clock: Clock = time.time) -> StateStore:
@@ -237,6 +281,9 @@ class BlobStore(Protocol):
 
     async def get(self, namespace: str, key: str) -> bytes | None:
         """The bytes, or ``None`` when absent or expired."""
+
+    async def get_many(self, namespace: str, keys: list[str]) -> list[bytes | None]:
+        """The bytes of each key, in order (one round trip in Redis)."""
 
     async def put(self, namespace: str, key: str, data: bytes, ttl: float) -> bool:
         """Store ``data`` for ``ttl`` seconds; ``False`` when it is larger than the store may hold."""
@@ -290,6 +337,10 @@ class MemoryBlobStore:
         entry = self._cache.get((namespace, key))
         return entry[0] if entry is not None else None
 
+    async def get_many(self, namespace: str, keys: list[str]) -> list[bytes | None]:
+        """See :meth:`BlobStore.get_many`."""
+        return [await self.get(namespace, key) for key in keys]
+
     async def put(self, namespace: str, key: str, data: bytes, ttl: float) -> bool:
         """See :meth:`BlobStore.put`."""
         if len(data) > self.max_bytes:
@@ -311,25 +362,35 @@ class MemoryBlobStore:
 
 
 class RedisBlobStore:
-    """Byte strings in Redis through ``redis``'s connection, with its fallback to ``local``.
+    """Byte strings in Redis through ``connection``, falling back to ``local``.
 
-    Writes go to Redis and to ``local`` (so an outage still finds recent records); reads come from
-    Redis while it is healthy. ``max_bytes`` refuses single records larger than that; the total in
-    Redis is bounded by the TTL and the server's own ``maxmemory`` policy.
+    ``redis`` gives the server, the key prefix and the key scheme (:meth:`RedisStore.key`);
+    ``connection`` is this store's own client (:meth:`RedisStore.open_connection`, with the longer
+    :data:`BLOB_TIMEOUT`), so a slow big record never marks the routing state's Redis down. Writes go
+    to Redis and to ``local`` (so an outage still finds recent records); reads come from Redis while
+    it is healthy. ``local.max_bytes`` refuses single records larger than that; the total in Redis is
+    bounded by the TTL and the server's own ``maxmemory`` policy.
     """
 
-    def __init__(self, redis: RedisStore, local: MemoryBlobStore) -> None:
+    def __init__(self, redis: RedisStore, local: MemoryBlobStore, connection: RedisConnection) -> None:
         self.redis = redis
         self.local = local
+        self.connection = connection
 
     async def get(self, namespace: str, key: str) -> bytes | None:
         """See :meth:`BlobStore.get`."""
+        return (await self.get_many(namespace, [key]))[0]
 
-        async def action() -> bytes | None:
-            raw = await self.redis._redis.get(self.redis._key(namespace, key))
-            return raw.encode() if isinstance(raw, str) else raw
+    async def get_many(self, namespace: str, keys: list[str]) -> list[bytes | None]:
+        """See :meth:`BlobStore.get_many` (one ``MGET``)."""
+        if not keys:
+            return []
 
-        return await self.redis._call(action, lambda: self.local.get(namespace, key))
+        async def action() -> list[bytes | None]:
+            raws = await self.connection.client.mget([self.redis.key(namespace, key) for key in keys])
+            return [raw.encode() if isinstance(raw, str) else raw for raw in raws]
+
+        return await self.connection.call(action, lambda: self.local.get_many(namespace, keys))
 
     async def put(self, namespace: str, key: str, data: bytes, ttl: float) -> bool:
         """See :meth:`BlobStore.put`."""
@@ -337,13 +398,13 @@ class RedisBlobStore:
             return False
 
         async def action() -> bool:
-            await self.redis._redis.set(self.redis._key(namespace, key), data, px=max(1, int(ttl * 1000)))
+            await self.connection.client.set(self.redis.key(namespace, key), data, px=max(1, int(ttl * 1000)))
             return True
 
         async def local_only() -> bool:
             return True
 
-        return await self.redis._call(action, local_only)
+        return await self.connection.call(action, local_only)
 
     async def put_many(self, namespace: str, entries: list[tuple[str, bytes]], ttl: float) -> None:
         """See :meth:`BlobStore.put_many` (one pipelined round trip)."""
@@ -352,36 +413,61 @@ class RedisBlobStore:
             return
 
         async def action() -> None:
-            async with self.redis._redis.pipeline(transaction=False) as pipe:
+            async with self.connection.client.pipeline(transaction=False) as pipe:
                 for key, data in fitting:
-                    pipe.set(self.redis._key(namespace, key), data, px=max(1, int(ttl * 1000)))
+                    pipe.set(self.redis.key(namespace, key), data, px=max(1, int(ttl * 1000)))
                 await pipe.execute()
 
         async def local_only() -> None:
             return None
 
-        await self.redis._call(action, local_only)
+        await self.connection.call(action, local_only)
 
     async def delete(self, namespace: str, key: str) -> bool:
         """See :meth:`BlobStore.delete`."""
         held = await self.local.delete(namespace, key)
 
         async def action() -> bool:
-            return bool(await self.redis._redis.delete(self.redis._key(namespace, key)))
+            return bool(await self.connection.client.delete(self.redis.key(namespace, key)))
 
         async def local_only() -> bool:
             return held
 
-        return await self.redis._call(action, local_only)
+        return await self.connection.call(action, local_only)
 
     async def aclose(self) -> None:
-        """The connection belongs to ``redis`` (closed with it)."""
+        """The connection belongs to whoever opened it (closed with it)."""
 
 
-def create_blob_store(state: StateStore, *, max_entries: int, max_bytes: int, clock: Clock = time.time) -> BlobStore:
-    """A :class:`RedisBlobStore` sharing ``state``'s connection when it is a :class:`RedisStore`, else a
+#: Socket timeout of the stored responses' own Redis client, in seconds: records reach megabytes,
+#: far more than the routing state's 0.5 s is meant for.
+BLOB_TIMEOUT = 2.0
+
+
+def create_blob_store(
+    state: StateStore,
+    *,
+    max_entries: int,
+    max_bytes: int,
+    clock: Clock = time.time,
+    connection: RedisConnection | None = None,
+) -> BlobStore:
+    """A :class:`RedisBlobStore` on ``state``'s server when it is a :class:`RedisStore` (through
+    ``connection``, or a new one with :data:`BLOB_TIMEOUT` that the store then owns), else a
     :class:`MemoryBlobStore`."""
     local = MemoryBlobStore(max_entries=max_entries, max_bytes=max_bytes, clock=clock)
     if isinstance(state, RedisStore):
-        return RedisBlobStore(state, local)
+        if connection is None:
+            return _OwningRedisBlobStore(
+                state, local, state.open_connection(timeout=BLOB_TIMEOUT, name="response store")
+            )
+        return RedisBlobStore(state, local, connection)
     return local
+
+
+class _OwningRedisBlobStore(RedisBlobStore):
+    """A :class:`RedisBlobStore` that closes its connection with itself."""
+
+    async def aclose(self) -> None:
+        """Close the connection opened for this store."""
+        await self.connection.aclose()

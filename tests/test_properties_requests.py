@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 
 from ccx_asgi import ChannelConfig, create_app, load_settings
+from ccx_asgi.middleware.stateful import GATEWAY_ENVELOPES
 from tests.conftest import PROXY_KEY, channel
 from tests.fakes.chat_upstream import FakeChatUpstream
 from tests.fakes.claude_upstream import FakeClaudeUpstream
@@ -50,6 +51,11 @@ async def _round_trip(service_type: str, body: dict[str, Any]) -> tuple[httpx.Re
     return response, upstream
 
 
+def _gateway_reasoning(item: Any) -> bool:
+    content = item.get("encrypted_content") if isinstance(item, dict) and item.get("type") == "reasoning" else None
+    return isinstance(content, str) and content.startswith(GATEWAY_ENVELOPES)
+
+
 @pytest.mark.parametrize("service_type", sorted(UPSTREAMS))
 @property_settings(100)
 @given(body=responses_requests())
@@ -65,7 +71,12 @@ def test_valid_requests_convert_or_get_a_clear_400(service_type: str, body: dict
     sent = upstream.requests[0].body
     assert sent["model"] == ("gpt-upstream" if body["model"] == "gpt-test" else body["model"])
     if service_type == "responses":
-        assert {**sent, "model": body["model"]} == body
+        # Passed through as sent, but for reasoning in the gateway's own envelopes (the converted
+        # channels' ccx1.… encrypted_content), which a native upstream cannot read.
+        expected = body
+        if isinstance(body.get("input"), list):
+            expected = {**body, "input": [i for i in body["input"] if not _gateway_reasoning(i)]}
+        assert {**sent, "model": body["model"]} == expected
     if body["stream"]:
         validate_events(parse_sse(response.content))
     else:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from ccx_asgi.state import RedisStore
+from ccx_asgi.state import BLOB_TIMEOUT, RedisStore
 from tests.conftest import AppFactory
 from tests.fakes.scripted_upstream import Scripted, chan, ok, status
 from tests.servers import free_port
@@ -167,5 +167,7 @@ async def test_a_hung_redis_costs_one_bounded_wait_then_local_state(
     finally:
         redis_server.proc.send_signal(signal.SIGCONT)
     assert statuses == [200] * 10
-    assert elapsed < 2.0  # one 0.5 s timeout, then local state until the retry pause ends
+    # One 0.5 s timeout of the routing state's client and one BLOB_TIMEOUT of the response store's
+    # (each request stores its route), then local state until the retry pauses end.
+    assert elapsed < 0.5 + BLOB_TIMEOUT + 1.0
     assert not app.state.healthy  # type: ignore[attr-defined]

@@ -26,8 +26,6 @@ def record(rid: str, owner: str = "alice", *, text: str = "hi", items: int = 1) 
         id=rid,
         owner=owner,
         kind="local",
-        created_at=1.0,
-        model="m",
         channel="c",
         response={"id": rid, "object": "response", "status": "completed", "output": output},
         input=[{"type": "message", "role": "user", "content": text}],
@@ -169,3 +167,20 @@ async def test_records_cost_about_their_size() -> None:
     items: Any = store.items
     held = responses.held_bytes + items.held_bytes
     assert used < held + 500 * 2048, (used, held)  # under 2 KB of bookkeeping per response and its item
+
+
+async def test_a_record_from_before_chains_by_reference_continues_as_a_chains_first() -> None:
+    """A version-1 record held the whole effective input: it reads as the root of its chain."""
+    import orjson
+
+    store = ResponseStore(MemoryStore())
+    chain = [{"role": "user", "content": "My secret word is FIG."}, {"role": "user", "content": "And?"}]
+    old = {"v": 1, "id": "resp_old", "o": "alice", "k": "local", "at": 1.0, "m": "m", "c": "chat",
+           "r": {"id": "resp_old", "output": []}, "i": chain, "f": 1, "t": "", "u": ""}  # fmt: skip
+    await store.responses.put("response", "resp_old", orjson.dumps(old), 60)
+    got = await store.get("alice", "resp_old")
+    assert got is not None and got.input == chain and got.parent == "" and await store.chain(got) == []
+    follow = record("resp_new")
+    follow.follow(got)
+    assert await store.save(follow)
+    assert [r.id for r in await store.chain(follow)] == ["resp_old"]

@@ -11,7 +11,7 @@ import openai
 import pytest
 import redis
 
-from ccx_asgi.store import owner_fingerprint
+from ccx_asgi.store import ROUTE_TTL, owner_fingerprint
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.stateful_responses_upstream import StatefulResponsesUpstream
 from tests.servers import serve
@@ -81,8 +81,12 @@ async def test_create_on_one_instance_continue_on_the_other(
     raw = redis.Redis(port=redis_server.port)
     try:
         keys = [k.decode() for k in raw.keys("ccx:*")]
-        assert f"ccx:response:{first.id}" in keys
-        assert 0 < raw.pttl(f"ccx:response:{first.id}") <= 86_400_000
+        if kind == "responses":  # a native route, kept as long as OpenAI keeps the response
+            assert f"ccx:route:{first.id}" in keys
+            assert 86_400_000 < raw.pttl(f"ccx:route:{first.id}") <= ROUTE_TTL * 1000
+        else:
+            assert f"ccx:response:{first.id}" in keys
+            assert 0 < raw.pttl(f"ccx:response:{first.id}") <= 86_400_000
         dump = b"".join(raw.get(k) or b"" for k in keys)
         assert PROXY_KEY.encode() not in dump and b"upstream-key" not in dump  # neither key is stored
         assert owner_fingerprint(PROXY_KEY.encode()).encode() in dump
@@ -156,7 +160,43 @@ async def test_blob_store_in_redis_and_its_fallback(redis_server: RedisServer) -
         assert await blobs_one.get("ns", "k") == b"\x00bytes\xff"  # served from the local copy
         assert await blobs_one.put("ns", "later", b"z", 5)  # an outage never fails a write
         assert await blobs_one.get("ns", "later") == b"z"
-        assert not one.healthy
+        # The blob store's own client failed; the routing state's health flag is its own.
+        assert not blobs_one.connection.healthy  # type: ignore[attr-defined]
+        assert one.healthy
     finally:
+        await blobs_one.aclose()
+        await blobs_two.aclose()
         await one.aclose()
         await two.aclose()
+
+
+async def test_a_long_chain_is_rebuilt_from_redis_on_another_instance(redis_server: RedisServer) -> None:
+    """70 responses chained on one instance, rebuilt on another in ceil(69 / ANCESTOR_WINDOW) MGETs."""
+    from ccx_asgi.state import RedisStore
+    from ccx_asgi.store import ANCESTOR_WINDOW, ResponseStore, StoredResponse
+
+    one, two = RedisStore(redis_server.url, prefix="t"), RedisStore(redis_server.url, prefix="t")
+    writer, reader = ResponseStore(one), ResponseStore(two)
+    try:
+        parent: StoredResponse | None = None
+        for n in range(70):
+            record = StoredResponse(
+                id=f"resp_{n}", owner="alice", kind="local", channel="c", response={"output": []}, input=[n]
+            )
+            if parent is not None:
+                record.follow(parent)
+            assert await writer.save(record)
+            parent = record
+        last = await reader.get("alice", "resp_69")
+        assert last is not None and last.depth == 69
+        monitor = redis.Redis(port=redis_server.port)
+        before = monitor.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
+        chain = await reader.chain(last)
+        after = monitor.info("commandstats")["cmdstat_mget"]["calls"]
+        monitor.close()
+        assert [r.input for r in chain] == [[n] for n in range(69)]
+        assert after - before == -(-69 // ANCESTOR_WINDOW)
+        assert await reader.get("bob", "resp_69") is None
+    finally:
+        for closing in (writer, reader, one, two):
+            await closing.aclose()

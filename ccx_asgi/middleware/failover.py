@@ -46,7 +46,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from ccx_asgi.affinity import Affinity, Sticky, session_key
-from ccx_asgi.breaker import BreakerConfig, CircuitBreaker, Verdict, target_id
+from ccx_asgi.breaker import BreakerConfig, CircuitBreaker, Verdict, channel_targets
 from ccx_asgi.channels.endpoint import CLIENT_STREAM, ClientStream
 from ccx_asgi.context import PINNED_TARGET, Attempt, AttemptRecord, RequestContext, get_context
 from ccx_asgi.errors import AllChannelsFailedError, CCXError, UpstreamError, send_error
@@ -136,8 +136,7 @@ class FailoverMiddleware:
         """
         out: dict[str, dict[str, Any]] = {}
         for channel in channels:
-            keys: list[SecretStr | None] = [*channel.api_keys] or [None]
-            states = [await self.breaker.state(target_id(channel.name, key)) for key in keys]
+            states = [await self.breaker.state(tid) for _, tid in channel_targets(channel.name, channel.api_keys)]
             summary = "closed" if "closed" in states else "half-open" if "half-open" in states else "open"
             out[channel.name] = {
                 "breaker": {"state": summary, "keys": {f"#{n}": state for n, state in enumerate(states, 1)}},
@@ -180,9 +179,8 @@ class FailoverMiddleware:
     def _targets(self, ctx: RequestContext, sticky: Sticky | None) -> list[_Target]:
         targets: list[_Target] = []
         for candidate in ctx.candidates:
-            keys: list[SecretStr | None] = [*candidate.channel.api_keys] or [None]
-            name = candidate.channel.name
-            targets.extend(_Target(candidate, key, i, target_id(name, key)) for i, key in enumerate(keys))
+            pairs = channel_targets(candidate.channel.name, candidate.channel.api_keys)
+            targets.extend(_Target(candidate, key, i, tid) for i, (key, tid) in enumerate(pairs))
         pinned = ctx.extra.get(PINNED_TARGET)
         if isinstance(pinned, str):
             # Only that account holds the previous response: no other target can serve the follow-up.
