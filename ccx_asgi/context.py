@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -18,6 +18,9 @@ from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.routing import Candidate
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.types import Scope
+
+if TYPE_CHECKING:
+    from ccx_asgi.stream import ClientStream
 
 __all__ = ["PINNED_TARGET", "SCOPE_KEY", "Attempt", "AttemptRecord", "RequestContext", "get_context"]
 
@@ -62,6 +65,8 @@ class RequestContext:
     attempt: Attempt | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    #: The client's side of a streaming answer, shared by every attempt (made by the failover layer).
+    client_stream: ClientStream | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -2,8 +2,9 @@
 
 For each *target* (a candidate channel with one of its keys, in priority order, keys in list order)
 it sets ``scope["ccx"].attempt`` and calls the wrapped app, normally
-:class:`~ccx_asgi.channels.endpoint.ChannelEndpoint`, which holds the response until a meaningful
-answer exists and raises :class:`~ccx_asgi.errors.UpstreamError` before that. Then:
+:class:`~ccx_asgi.channels.endpoint.ChannelEndpoint`, whose :class:`~ccx_asgi.stream.ClientStream`
+(made here, ``ctx.client_stream``) holds the response until a meaningful answer exists and raises
+:class:`~ccx_asgi.errors.UpstreamError` before that. Then:
 
 - a **retryable** error (connect error, timeout, 401/403/408/429/5xx, overload or rate-limit body,
   quota or billing, a stream that fails or ends before content) records a breaker failure and moves
@@ -47,12 +48,12 @@ from pydantic import SecretStr
 
 from ccx_asgi.affinity import Affinity, Sticky, session_key
 from ccx_asgi.breaker import BreakerConfig, CircuitBreaker, Verdict, target_id
-from ccx_asgi.channels.endpoint import CLIENT_STREAM, ClientStream
 from ccx_asgi.context import PINNED_TARGET, Attempt, AttemptRecord, RequestContext, get_context
 from ccx_asgi.errors import AllChannelsFailedError, CCXError, UpstreamError, send_error
 from ccx_asgi.routing import Candidate
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.state import Clock, MemoryStore, StateStore
+from ccx_asgi.stream import ClientStream
 from ccx_asgi.types import ASGIApp, Message, Receive, Scope, Send
 from ccx_asgi.upstream_errors import CODEX_ERROR_CODES, INSUFFICIENT_QUOTA
 
@@ -153,8 +154,7 @@ class FailoverMiddleware:
         ctx = get_context(scope)
         stream: ClientStream | None = None
         if ctx.stream:
-            stream = ClientStream(ctx, send, keepalive_interval=self.keepalive_interval)
-            ctx.extra[CLIENT_STREAM] = stream
+            stream = ctx.client_stream = ClientStream(ctx, send, keepalive_interval=self.keepalive_interval)
         work = asyncio.ensure_future(self._serve(scope, receive, send, ctx, stream))
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
         ticker = asyncio.ensure_future(stream.run_keepalive()) if stream is not None else None
@@ -251,6 +251,8 @@ class FailoverMiddleware:
     ) -> tuple[_Next, UpstreamError | None]:
         channel = target.candidate.channel
         ctx.attempt = Attempt(channel, target.candidate.upstream_model, target.key, target.index, ctx.body)
+        if stream is not None:
+            stream.next_attempt()
         responder = _Responder(send)
         try:
             await self.app(scope, receive, responder)
