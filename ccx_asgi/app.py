@@ -41,7 +41,7 @@ from ccx_asgi.middleware.failover import FailoverMiddleware
 from ccx_asgi.middleware.model_mapper import ModelMapperMiddleware
 from ccx_asgi.middleware.role_normalizer import RoleNormalizerMiddleware
 from ccx_asgi.middleware.stateful import ChainAttemptMiddleware, StatefulMiddleware
-from ccx_asgi.observability import RECORD_KEY, ContextRecorder, Observer, RecentRequests, RequestRecord
+from ccx_asgi.observability import RECORD_KEY, Observer, RecentRequests, RequestRecord, record_context
 from ccx_asgi.responses_api import StoredResponsesAPI, stored_route
 from ccx_asgi.routing import ordered_channels
 from ccx_asgi.settings import CCXSettings, load_settings
@@ -167,8 +167,10 @@ class CCXApp:
             # Breaker state for the admin API and metrics comes from the failover layer's store.
             self.admin.state_provider = lambda: failover.channel_states(self.channels)
         client_keys = settings.client_keys()
-        responses = ContextRecorder(StatefulMiddleware(failover, store=self.responses_store, client_keys=client_keys))
-        responses = ModelMapperMiddleware(responses, channels=self.channels, max_body_bytes=settings.max_body_bytes)
+        responses = StatefulMiddleware(failover, store=self.responses_store, client_keys=client_keys)
+        responses = ModelMapperMiddleware(
+            responses, channels=self.channels, max_body_bytes=settings.max_body_bytes, on_context=record_context
+        )
         models: ASGIApp = self._serve_models
         stored: ASGIApp = StoredResponsesAPI(
             self.responses_store, self.channels, self.upstream, client_keys=client_keys

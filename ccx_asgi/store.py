@@ -36,7 +36,6 @@ from ccx_asgi.state import BlobStore, Clock, StateStore, create_blob_store
 from ccx_asgi.types import Scope
 
 __all__ = [
-    "RESPONSE_HOOK",
     "ResponseStore",
     "StoredResponse",
     "before_answer",
@@ -53,9 +52,6 @@ _VERSION = 1
 _ITEM_SHARE = 0.2
 # An item record is small; this many of them may exist per stored response.
 _ITEMS_PER_RESPONSE = 8
-#: ``ctx.extra`` key of the coroutine function the endpoint awaits with the final response object
-#: before the client sees it (so a follow-up sent the moment the answer arrives finds it stored).
-RESPONSE_HOOK = "ccx.response_hook"
 # Distinguishes these digests from every other SHA-256 of a key (breaker target ids, auth digests).
 _OWNER_CONTEXT = b"ccx-asgi stored-response owner v1"
 
@@ -86,13 +82,14 @@ def client_owner(scope: Scope, keys: KeySet | None) -> str:
 
 
 async def before_answer(ctx: RequestContext, response: Any, upstream_id: Any = None) -> None:
-    """Give the final response object to the request's response hook, if any; never raises.
+    """Give the final response object to the request's :attr:`~ccx_asgi.context.RequestContext.on_answer`
+    hook, if any; never raises.
 
     Called by :class:`~ccx_asgi.channels.endpoint.ChannelEndpoint` with the JSON answer, and by its
     client stream with the terminal event's response, already carrying the id the client sees
     (``upstream_id`` is the id the upstream gave it, different after a failover behind keep-alives).
     """
-    hook = ctx.extra.get(RESPONSE_HOOK)
+    hook = ctx.on_answer
     if hook is None or not isinstance(response, dict):
         return
     try:

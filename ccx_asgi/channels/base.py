@@ -57,17 +57,9 @@ class ChannelAdapter(Protocol):
         """Convert a non-streaming upstream answer to a Responses object."""
 
 
-# ctx.extra key of the tool catalog built for the current attempt body.
-_CATALOG = "ccx.tool_catalog"
-
-
 def attempt_catalog(ctx: RequestContext, attempt: Attempt) -> ToolCatalog:
-    """The attempt body's flattened tools, built once per body and shared by the converted request
-    and the translation of the answer (a retry with a rewritten body gets its own)."""
-    cached = ctx.extra.get(_CATALOG)
-    if isinstance(cached, tuple) and cached[0] is attempt.body:
-        catalog: ToolCatalog = cached[1]
-        return catalog
-    catalog = ToolCatalog.from_tools(request_tools(attempt.body))
-    ctx.extra[_CATALOG] = (attempt.body, catalog)
-    return catalog
+    """The attempt body's flattened tools, built once per attempt and shared by the converted request
+    and the translation of the answer (every attempt, with its own body, gets its own)."""
+    if attempt.catalog is None:
+        attempt.catalog = ToolCatalog.from_tools(request_tools(attempt.body))
+    return attempt.catalog

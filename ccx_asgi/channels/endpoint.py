@@ -39,9 +39,6 @@ ADAPTERS: dict[str, ChannelAdapter] = {
     "claude": ClaudeAdapter(),
 }
 
-# Key of the client headers that may go upstream, in ``RequestContext.extra``.
-_CLIENT_HEADERS = "ccx.client_headers"
-
 _MAX_JSON_RESPONSE = 64 * 1024 * 1024
 
 
@@ -69,9 +66,9 @@ class ChannelEndpoint:
                 retryable=True,
             )
         request = adapter.build_request(ctx, attempt)
-        client_headers = ctx.extra.get(_CLIENT_HEADERS)
+        client_headers = ctx.client_headers
         if client_headers is None:  # filtered once per request, reused by every attempt
-            client_headers = ctx.extra[_CLIENT_HEADERS] = forwardable_headers(ctx.headers)
+            client_headers = ctx.client_headers = forwardable_headers(ctx.headers)
         headers = [
             *client_headers,
             ("x-request-id", ctx.request_id),

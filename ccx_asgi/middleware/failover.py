@@ -48,7 +48,7 @@ from pydantic import SecretStr
 
 from ccx_asgi.affinity import Affinity, Sticky, session_key
 from ccx_asgi.breaker import BreakerConfig, CircuitBreaker, Verdict, target_id
-from ccx_asgi.context import PINNED_TARGET, Attempt, AttemptRecord, RequestContext, get_context
+from ccx_asgi.context import Attempt, AttemptRecord, RequestContext, get_context
 from ccx_asgi.errors import AllChannelsFailedError, CCXError, UpstreamError, send_error
 from ccx_asgi.routing import Candidate
 from ccx_asgi.settings import ChannelConfig
@@ -183,8 +183,8 @@ class FailoverMiddleware:
             keys: list[SecretStr | None] = [*candidate.channel.api_keys] or [None]
             name = candidate.channel.name
             targets.extend(_Target(candidate, key, i, target_id(name, key)) for i, key in enumerate(keys))
-        pinned = ctx.extra.get(PINNED_TARGET)
-        if isinstance(pinned, str):
+        pinned = ctx.pinned_target
+        if pinned is not None:
             # Only that account holds the previous response: no other target can serve the follow-up.
             return [t for t in targets if t.id == pinned]
         if sticky is None:

@@ -9,7 +9,7 @@ model. No candidate → 404 ``model_not_found`` that names the model and explain
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ccx_asgi.asgi import read_json, request_id
 from ccx_asgi.context import SCOPE_KEY, RequestContext
@@ -24,15 +24,23 @@ __all__ = ["ModelMapperMiddleware"]
 class ModelMapperMiddleware:
     """Parse the body into ``scope["ccx"]`` and pick candidates (see the module docstring).
 
-    ``channels`` are compiled once here; ``max_body_bytes`` bounds the body (default 50 MB).
+    ``channels`` are compiled once here; ``max_body_bytes`` bounds the body (default 50 MB);
+    ``on_context`` is called with the scope and the new context before the wrapped app runs (the
+    app uses it to hand the context to the request log).
     """
 
     def __init__(
-        self, app: ASGIApp, *, channels: Sequence[ChannelConfig], max_body_bytes: int = 50 * 1024 * 1024
+        self,
+        app: ASGIApp,
+        *,
+        channels: Sequence[ChannelConfig],
+        max_body_bytes: int = 50 * 1024 * 1024,
+        on_context: Callable[[Scope, RequestContext], None] | None = None,
     ) -> None:
         self.app = app
         self.router = Router(channels)
         self.max_body_bytes = max_body_bytes
+        self.on_context = on_context
 
     def _not_found(self, model: str) -> ModelNotFoundError:
         if not self.router.channels:
@@ -60,6 +68,8 @@ class ModelMapperMiddleware:
             ctx.candidates = self.router.candidates(ctx.model)
             if not ctx.candidates:
                 raise self._not_found(ctx.model)
+            if self.on_context is not None:
+                self.on_context(scope, ctx)
         except CCXError as exc:
             await send_error(send, exc, [(b"x-request-id", rid.encode())])
             return

@@ -6,7 +6,7 @@ stateful request into a self-contained one, so the converters never see server-s
 - ``previous_response_id`` naming a response stored by a converted channel: the stored effective
   input and output are put before the new input (tool calls and their outputs stay paired across
   the chain). One naming a response held by a native Responses upstream: the request goes to that
-  channel and key only (:data:`~ccx_asgi.context.PINNED_TARGET`), with the upstream's own id.
+  channel and key only (:attr:`~ccx_asgi.context.RequestContext.pinned_target`), with the upstream's own id.
   Unknown, expired, deleted, ``store: false`` or another client key's ids: 400
   ``previous_response_not_found``, as OpenAI answers.
 - ``item_reference`` input items are replaced by the stored items (404 naming the id otherwise,
@@ -14,7 +14,7 @@ stateful request into a self-contained one, so the converters never see server-s
 - ``background``, ``conversation`` and ``prompt`` cannot be honoured by converted channels: only
   native candidates are kept, else 400 naming the field.
 - With ``store`` not ``false``, the final response is stored (through the
-  :data:`~ccx_asgi.store.RESPONSE_HOOK` the endpoint calls before the client sees the answer).
+  :attr:`~ccx_asgi.context.RequestContext.on_answer` hook the endpoint calls before the client sees the answer).
 
 :class:`ChainAttemptMiddleware`, placed inside the failover layer, removes ``previous_response_id``
 from an attempt on a native channel when the chain was expanded here (that upstream never saw it),
@@ -31,21 +31,18 @@ from pydantic import SecretStr
 
 from ccx_asgi.asgi import request_id
 from ccx_asgi.breaker import target_id
-from ccx_asgi.context import PINNED_TARGET, RequestContext, get_context
+from ccx_asgi.context import AnswerHook, RequestContext, get_context
 from ccx_asgi.convert.common import input_items
 from ccx_asgi.errors import CCXError, InvalidRequestError, NotFoundError, send_error
 from ccx_asgi.keys import KeySet
 from ccx_asgi.routing import Candidate
-from ccx_asgi.store import RESPONSE_HOOK, ResponseStore, StoredResponse, client_owner
+from ccx_asgi.store import ResponseStore, StoredResponse, client_owner
 from ccx_asgi.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["NATIVE_SERVICE_TYPES", "ChainAttemptMiddleware", "StatefulMiddleware", "holds_state"]
 
 #: Service types whose upstream speaks Responses itself (the demo channel keeps no state, though).
 NATIVE_SERVICE_TYPES = frozenset({"responses", "demo"})
-# ctx.extra key: "chain" when a stored chain was expanded here (native attempts then drop the id),
-# "references" when only item references were.
-_EXPANDED = "ccx.chain_expanded"
 _STORABLE = frozenset({"completed", "incomplete"})
 # Prefix of every encrypted_content this gateway writes (ccx1.chat., ccx1.claude.).
 _ENVELOPE = "ccx1."
@@ -150,11 +147,11 @@ class StatefulMiddleware:
         effective = [*chain, *resolved]
         if chain or resolved is not own:
             rewritten["input"] = effective
-            ctx.extra[_EXPANDED] = "chain" if chain else "references"
+            ctx.expanded = "chain" if chain else "references"
         if rewritten:
             ctx.body = {**body, **rewritten}
         if store_flag is not False and self.store.enabled:
-            ctx.extra[RESPONSE_HOOK] = self._hook(ctx, owner, effective, len(chain))
+            ctx.on_answer = self._hook(ctx, owner, effective, len(chain))
 
     def _pin(self, ctx: RequestContext, record: StoredResponse) -> None:
         for candidate in ctx.candidates:
@@ -163,7 +160,7 @@ class StatefulMiddleware:
             keys: list[SecretStr | None] = [*candidate.channel.api_keys] or [None]
             if any(target_id(candidate.channel.name, key) == record.target for key in keys):
                 ctx.candidates = [candidate]
-                ctx.extra[PINNED_TARGET] = record.target
+                ctx.pinned_target = record.target
                 return
         raise InvalidRequestError(
             f"Previous response '{record.id}' is held by channel '{record.channel}' with a key that does not "
@@ -200,7 +197,7 @@ class StatefulMiddleware:
             out.append(item)
         return out
 
-    def _hook(self, ctx: RequestContext, owner: str, effective: list[Any], own_from: int) -> Any:
+    def _hook(self, ctx: RequestContext, owner: str, effective: list[Any], own_from: int) -> AnswerHook:
         store = self.store
 
         async def save(response: dict[str, Any], upstream_id: Any) -> None:
@@ -254,7 +251,7 @@ class ChainAttemptMiddleware:
         if scope["type"] == "http":
             ctx = get_context(scope)
             attempt = ctx.attempt
-            expanded = ctx.extra.get(_EXPANDED)
+            expanded = ctx.expanded
             if attempt is not None and expanded and attempt.channel.service_type in NATIVE_SERVICE_TYPES:
                 body = dict(attempt.body)
                 if expanded == "chain":
