@@ -9,13 +9,14 @@ from typing import Any
 import orjson
 
 from ccx_asgi.errors import InvalidRequestError, RequestTooLargeError
-from ccx_asgi.types import Receive, Scope, Send
+from ccx_asgi.types import Message, Receive, Scope, Send
 
 __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_JSON_VALUES",
     "REQUEST_ID_KEY",
     "decode_body",
+    "ensure_request_id",
     "header",
     "parse_json",
     "read_body",
@@ -23,6 +24,7 @@ __all__ = [
     "request_id",
     "route_path",
     "send_json",
+    "with_request_id",
 ]
 
 #: Deepest nesting a request body may have. orjson parses up to 1024 levels but cannot serialise
@@ -72,6 +74,35 @@ def request_id(scope: Scope) -> str:
         if value and len(value) <= 128 and value.isascii() and all(32 < c < 127 for c in value):
             return value.decode("ascii")
     return "req_" + secrets.token_hex(12)
+
+
+def with_request_id(message: Message, rid: str) -> Message:
+    """``message`` (an ``http.response.start``) with ``x-request-id: rid`` unless it has one.
+
+    The one place the response header is made: :class:`~ccx_asgi.app.CCXApp`'s send wrapper applies
+    it to every response, and :func:`ensure_request_id` to a pipeline used without the app. No layer
+    adds the header itself.
+    """
+    headers = message.get("headers") or []
+    if any(k.lower() == b"x-request-id" for k, _ in headers):
+        return message
+    return {**message, "headers": [*headers, (b"x-request-id", rid.encode("latin-1"))]}
+
+
+def ensure_request_id(scope: Scope, send: Send) -> tuple[Scope, Send]:
+    """For a layer that may be used on its own (without :class:`~ccx_asgi.app.CCXApp`): when no outer
+    layer chose the request id yet, choose it, store it in the scope copy and wrap ``send`` so that
+    responses carry it (:func:`with_request_id`); under the app, ``scope`` and ``send`` unchanged."""
+    if scope.get(REQUEST_ID_KEY) is not None:
+        return scope, send
+    rid = request_id(scope)
+
+    async def stamped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = with_request_id(message, rid)
+        await send(message)
+
+    return {**scope, REQUEST_ID_KEY: rid}, stamped
 
 
 async def read_body(receive: Receive, scope: Scope, limit: int) -> bytes:

@@ -131,12 +131,10 @@ class StoredResponsesAPI:
                 code="invalid_value",
             )
         elif suffix:
-            await send_json(send, self._input_items(record, query), headers=self._headers(scope))
+            await send_json(send, self._input_items(record, query))
         elif method == "DELETE":
             await self.store.delete(record)
-            await send_json(
-                send, {"id": record.id, "object": "response", "deleted": True}, headers=self._headers(scope)
-            )
+            await send_json(send, {"id": record.id, "object": "response", "deleted": True})
         else:
             if query.get("stream", ["false"])[-1].lower() == "true":
                 raise InvalidRequestError(
@@ -145,11 +143,7 @@ class StoredResponsesAPI:
                     param="stream",
                     code="unsupported_parameter",
                 )
-            await send_json(send, record.response, headers=self._headers(scope))
-
-    @staticmethod
-    def _headers(scope: Scope) -> list[tuple[bytes, bytes]]:
-        return [(b"x-request-id", request_id(scope).encode("latin-1"))]
+            await send_json(send, record.response)
 
     @staticmethod
     def _input_items(record: StoredResponse, query: dict[str, list[str]]) -> dict[str, Any]:
@@ -274,7 +268,6 @@ class StoredResponsesAPI:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(raw)).encode()),
-                    *self._headers(scope),
                     (b"x-ccx-channel", channel.name.encode("utf-8", "replace")),
                 ],
             }
@@ -292,7 +285,6 @@ class StoredResponsesAPI:
                 "headers": [
                     (b"content-type", b"text/event-stream; charset=utf-8"),
                     (b"cache-control", b"no-cache"),
-                    *self._headers(scope),
                     (b"x-ccx-channel", channel.name.encode("utf-8", "replace")),
                 ],
             }

@@ -72,8 +72,9 @@ _SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
 
 def response_headers(ctx: RequestContext, content_type: bytes) -> list[tuple[bytes, bytes]]:
-    """Headers of a successful answer: type, request id, and which channel served after how many tries."""
-    headers = [(b"content-type", content_type), (b"x-request-id", ctx.request_id.encode("latin-1"))]
+    """Headers of a successful answer: type, and which channel served after how many tries (the
+    request id is added by the app's send wrapper, :func:`~ccx_asgi.asgi.with_request_id`)."""
+    headers = [(b"content-type", content_type)]
     if ctx.attempt is not None:
         headers.append((b"x-ccx-channel", ctx.attempt.channel.name.encode("utf-8", "replace")))
         headers.append((b"x-ccx-attempts", str(len(ctx.attempts) + 1).encode()))
@@ -234,10 +235,7 @@ class ClientStream:
         # Started by a keep-alive, the channel is not known yet: say nothing rather than guess.
         self.started = True
         content_type = b"text/event-stream; charset=utf-8"
-        if decided:
-            headers = response_headers(self.ctx, content_type)
-        else:
-            headers = [(b"content-type", content_type), (b"x-request-id", self.ctx.request_id.encode("latin-1"))]
+        headers = response_headers(self.ctx, content_type) if decided else [(b"content-type", content_type)]
         await self._send({"type": "http.response.start", "status": 200, "headers": [*headers, *_SSE_HEADERS]})
 
     async def _write(self, frames: list[bytes], *, more: bool = True) -> None:

@@ -285,14 +285,13 @@ class FailoverMiddleware:
         return _Next.DONE, last
 
     async def _send_final(self, send: Send, ctx: RequestContext, stream: ClientStream | None, exc: CCXError) -> None:
-        rid = [(b"x-request-id", ctx.request_id.encode())]
         if stream is not None and stream.started:
             # A keep-alive already sent the 200: report the client error inside the stream, with
             # the code Codex acts on when there is one (context length stops the turn too).
             code = exc.code if exc.code in CODEX_ERROR_CODES else "invalid_prompt"
             await stream.fail(exc.message, code)
             return
-        await send_error(send, exc, rid)
+        await send_error(send, exc)
 
     async def _all_failed(
         self,
@@ -327,7 +326,7 @@ class FailoverMiddleware:
         if retry_after is not None and not quota:
             # (Codex would wait and retry a 429 that carries Retry-After; quota does not come back.)
             error.headers.append(("retry-after", str(int(retry_after + 0.999))))
-        await send_error(send, error, [(b"x-request-id", ctx.request_id.encode())])
+        await send_error(send, error)
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

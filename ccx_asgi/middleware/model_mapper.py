@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ccx_asgi.asgi import read_json, request_id
+from ccx_asgi.asgi import ensure_request_id, read_json, request_id
 from ccx_asgi.context import SCOPE_KEY, RequestContext
 from ccx_asgi.errors import CCXError, ModelNotFoundError, send_error
 from ccx_asgi.routing import Router
@@ -61,6 +61,8 @@ class ModelMapperMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # The head of the /responses pipeline: used without the app, it owns the request id.
+        scope, send = ensure_request_id(scope, send)
         rid = request_id(scope)
         try:
             parsed = await read_json(receive, scope, self.max_body_bytes)
@@ -71,6 +73,6 @@ class ModelMapperMiddleware:
             if self.on_context is not None:
                 self.on_context(scope, ctx)
         except CCXError as exc:
-            await send_error(send, exc, [(b"x-request-id", rid.encode())])
+            await send_error(send, exc)
             return
         await self.app({**scope, SCOPE_KEY: ctx}, receive, send)

@@ -29,7 +29,6 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from ccx_asgi.asgi import request_id
 from ccx_asgi.breaker import target_id
 from ccx_asgi.context import AnswerHook, RequestContext, get_context
 from ccx_asgi.convert.common import input_items
@@ -93,7 +92,7 @@ class StatefulMiddleware:
         try:
             await self._prepare(ctx, client_owner(scope, self.keys))
         except CCXError as exc:
-            await send_error(send, exc, [(b"x-request-id", request_id(scope).encode())])
+            await send_error(send, exc)
             return
         await self.app(scope, receive, send)
 
