@@ -4,14 +4,16 @@ It reads the request body (bounded by ``max_body_bytes``, 413 beyond), parses it
 the envelope (a JSON object with a string ``model``), and stores a
 :class:`~ccx_asgi.context.RequestContext` under ``scope["ccx"]`` on a shallow copy of the scope,
 with the candidate channels for the requested model in priority order and each one's upstream
-model. No candidate → 404 ``model_not_found`` that names the model and explains why.
+model. No candidate → 404 ``model_not_found`` that names the model and explains why. The wrapped
+app's ``receive`` replays the body bytes read here, so a host endpoint behind it can read the body.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ccx_asgi.asgi import ensure_request_id, read_json, request_id
+from ccx_asgi.asgi import ensure_request_id, request_id
+from ccx_asgi.body import read_request_json, replay
 from ccx_asgi.context import SCOPE_KEY, RequestContext
 from ccx_asgi.errors import CCXError, ModelNotFoundError, send_error
 from ccx_asgi.routing import Router
@@ -65,7 +67,7 @@ class ModelMapperMiddleware:
         scope, send = ensure_request_id(scope, send)
         rid = request_id(scope)
         try:
-            parsed = await read_json(receive, scope, self.max_body_bytes)
+            raw, parsed = await read_request_json(receive, scope, self.max_body_bytes)
             ctx = RequestContext.from_body(parsed, request_id=rid, headers=list(scope.get("headers") or ()))
             ctx.candidates = self.router.candidates(ctx.model)
             if not ctx.candidates:
@@ -75,4 +77,5 @@ class ModelMapperMiddleware:
         except CCXError as exc:
             await send_error(send, exc)
             return
-        await self.app({**scope, SCOPE_KEY: ctx}, receive, send)
+        # The gateway's layers read ctx.body; a host endpoint behind the mapper may read the bytes.
+        await self.app({**scope, SCOPE_KEY: ctx}, replay(raw, receive), send)
