@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from ccx_asgi.types import Message, Scope, Send
+from ccx_asgi.types import Message, Receive, Scope, Send
 
 __all__ = [
     "REQUEST_ID_KEY",
@@ -18,6 +18,7 @@ __all__ = [
     "request_id",
     "route_path",
     "send_json",
+    "wait_for_disconnect",
     "with_request_id",
 ]
 
@@ -104,3 +105,11 @@ async def send_json(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Return when the client disconnects (call it once the body was read: other messages are ignored)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -38,11 +38,12 @@ from typing import Any
 
 from ccx_asgi.context import RequestContext
 from ccx_asgi.convert.events import ResponseStream
-from ccx_asgi.errors import UpstreamError, UpstreamStreamError
+from ccx_asgi.errors import INSUFFICIENT_QUOTA, AllChannelsFailedError, CCXError, UpstreamError, UpstreamStreamError
 from ccx_asgi.observability import note_response
 from ccx_asgi.sse import encode_event
 from ccx_asgi.store import before_answer
 from ccx_asgi.types import Event, Send
+from ccx_asgi.upstream_errors import CODEX_ERROR_CODES
 
 __all__ = ["TERMINAL_EVENTS", "ClientStream", "empty_completion", "response_headers"]
 
@@ -321,6 +322,20 @@ class ClientStream:
             response = {**(self._response or {}), "status": "failed", "error": {"code": code, "message": message}}
             frames.append(self._stamp({"type": "response.failed", "response": response}))
             await self._write(frames, more=False)
+
+    async def fail_with(self, error: CCXError) -> None:
+        """End a stream a keep-alive already started with ``error`` as ``response.failed``: a client
+        error keeps the code Codex acts on (context length and quota stop the turn), else
+        ``invalid_prompt``; every target failing is ``server_error`` (``rate_limit_exceeded`` with
+        when to try again)."""
+        if not isinstance(error, AllChannelsFailedError):
+            await self.fail(error.message, error.code if error.code in CODEX_ERROR_CODES else "invalid_prompt")
+        elif error.code == INSUFFICIENT_QUOTA:
+            await self.fail(error.message, INSUFFICIENT_QUOTA)
+        elif error.retry_after is not None:
+            await self.fail(f"{error.message} Please try again in {error.retry_after:g}s.", "rate_limit_exceeded")
+        else:
+            await self.fail(error.message, "server_error")
 
     async def run_keepalive(self) -> None:
         """Send a keep-alive whenever the stream has been idle for ``keepalive_interval`` (run as a task)."""
