@@ -1,7 +1,8 @@
 """What a service type provides: a pure request builder, a stream translator and a JSON converter.
 
-Adapters do no I/O. :class:`~ccx_asgi.channels.endpoint.ChannelEndpoint` owns the sending, the
-streaming and the commit rule, and looks adapters up by ``service_type`` in :data:`ADAPTERS`.
+Adapters do no I/O. :class:`~ccx_asgi.channels.endpoint.ChannelEndpoint` owns the sending and looks
+adapters up by ``service_type`` in :data:`ADAPTERS`; the commit rule is
+:class:`~ccx_asgi.stream.ClientStream`'s.
 """
 
 from __future__ import annotations
