@@ -31,6 +31,13 @@ and the channel endpoint; :func:`ccx_asgi.create_app` builds this chain from set
 
 A client that disconnects cancels the upstream request at once (its connection is closed, not
 drained).
+
+This module owns the decision; the pieces it decides with live with their owners: the target order
+(:func:`ccx_asgi.routing.order_targets`), the breaker and parked keys
+(:class:`ccx_asgi.breaker.CircuitBreaker`), disconnect watching
+(:func:`ccx_asgi.asgi.wait_for_disconnect`), keep-alives and errors inside a started stream
+(:class:`ccx_asgi.stream.ClientStream`), and the all-failed error
+(:func:`ccx_asgi.errors.all_channels_failed`).
 """
 
 from __future__ import annotations
