@@ -279,14 +279,16 @@ async def read_request_json(
 
 def replay(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that hands an inner app the body already read (once, as one message), then
-    passes on what the server sends next (``http.disconnect``)."""
-    pending = True
+    passes on what the server sends next (``http.disconnect``).
+
+    The bytes are let go once handed out: behind the failover layer, its disconnect watcher takes
+    them at once, so a large body is not kept alive next to its parsed form for the whole request.
+    """
+    held: list[bytes] = [body]
 
     async def replayed() -> Message:
-        nonlocal pending
-        if pending:
-            pending = False
-            return {"type": "http.request", "body": body, "more_body": False}
+        if held:
+            return {"type": "http.request", "body": held.pop(), "more_body": False}
         return await receive()
 
     return replayed

@@ -53,3 +53,16 @@ async def test_the_replayed_body_is_the_bytes_the_client_sent() -> None:
         response = await client.post("/responses", content=raw, headers=headers)
     assert response.status_code == 200
     assert response.content == raw  # as received, still gzip: the header that says so is unchanged
+
+
+async def test_replay_hands_the_body_out_once_then_passes_on() -> None:
+    from ccx_asgi.body import replay
+    from ccx_asgi.types import Message
+
+    async def server() -> Message:
+        return {"type": "http.disconnect"}
+
+    receive = replay(b'{"a": 1}', server)
+    assert await receive() == {"type": "http.request", "body": b'{"a": 1}', "more_body": False}
+    assert await receive() == {"type": "http.disconnect"}
+    assert await receive() == {"type": "http.disconnect"}

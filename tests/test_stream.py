@@ -12,7 +12,7 @@ from ccx_asgi.channels.endpoint import ADAPTERS
 from ccx_asgi.channels.responses import PassthroughTranslator, ResponsesAdapter
 from ccx_asgi.context import Attempt, RequestContext
 from ccx_asgi.convert.events import ResponseStream
-from ccx_asgi.errors import UpstreamStreamError
+from ccx_asgi.errors import CCXError, UpstreamStatusError, UpstreamStreamError, all_channels_failed
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.sse import SSELimitError, SSEParser
 from ccx_asgi.stream import ClientStream
@@ -146,3 +146,47 @@ async def test_a_translator_bug_is_a_gateway_error_never_failed_over(
         assert sent[-1]["type"] == "response.failed"
         assert "".join(e.get("delta", "") for e in sent) == "one "  # content had been committed
         assert "from b" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "suffix"),
+    [
+        (all_channels_failed(["a (key #1): boom"]), "server_error", "boom"),
+        (all_channels_failed(["a (key #1): slow down"], retry_after=2.5), "rate_limit_exceeded", "try again in 2.5s."),
+        (all_channels_failed(["a (key #1): no credit"], quota=True, retry_after=9), "insufficient_quota", "credit"),
+        (
+            UpstreamStatusError("too long", code="context_length_exceeded", retryable=False),
+            "context_length_exceeded",
+            "",
+        ),
+        (UpstreamStatusError("bad field", code="invalid_value", retryable=False), "invalid_prompt", "field"),
+    ],
+)
+async def test_an_error_after_a_keepalive_ends_the_stream_with_the_code_codex_acts_on(
+    error: CCXError, code: str, suffix: str
+) -> None:
+    client = _Client()
+    stream = ClientStream(_ctx(), client)
+    await stream.keepalive()
+    await stream.fail_with(error)
+    sent = client.events()
+    validate_events(sent)
+    assert sent[-1]["type"] == "response.failed"
+    assert sent[-1]["response"]["error"]["code"] == code
+    assert sent[-1]["response"]["error"]["message"].endswith(suffix)
+    assert client.messages[-1].get("more_body") is False
+
+
+def test_the_all_failed_error_as_an_http_answer() -> None:
+    plain = all_channels_failed(["a (key #1): 503", "b (key #1): circuit open"], retry_after=1.2)
+    assert plain.status == 503 and plain.code == "all_channels_failed"
+    assert plain.message == "All upstream channels are currently unavailable. a (key #1): 503; b (key #1): circuit open"
+    assert plain.headers == [("retry-after", "2")]
+    quota = all_channels_failed(["a (key #1): quota"], quota=True, retry_after=30)
+    assert (quota.status, quota.code, quota.type, quota.headers) == (
+        429,
+        "insufficient_quota",
+        "insufficient_quota",
+        [],
+    )
+    assert all_channels_failed([]).message == "No channel to try."
