@@ -25,7 +25,7 @@ from ccx_asgi.app import CCXApp
 from ccx_asgi.asgi import route_path, send_json
 from ccx_asgi.errors import ConfigurationError
 from ccx_asgi.hints import not_found_hint
-from ccx_asgi.observability import configure_logging
+from ccx_asgi.logs import configure_logging
 from ccx_asgi.settings import CCXSettings, ChannelConfig, load_settings
 from ccx_asgi.types import Receive, Scope, Send
 from ccx_asgi.upstream import redact

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from ccx_asgi.admin import AdminAPI, AdminGuard, ChannelStateProvider
-from ccx_asgi.asgi import REQUEST_ID_KEY, request_id, route_path, send_json
+from ccx_asgi.asgi import REQUEST_ID_KEY, request_id, route_path, send_json, with_request_id
 from ccx_asgi.breaker import BreakerConfig
 from ccx_asgi.catalog import ModelCatalog
 from ccx_asgi.channels.demo import DemoTransport
@@ -41,7 +41,7 @@ from ccx_asgi.middleware.failover import FailoverMiddleware
 from ccx_asgi.middleware.model_mapper import ModelMapperMiddleware
 from ccx_asgi.middleware.role_normalizer import RoleNormalizerMiddleware
 from ccx_asgi.middleware.stateful import ChainAttemptMiddleware, StatefulMiddleware
-from ccx_asgi.observability import RECORD_KEY, ContextRecorder, Observer, RecentRequests, RequestRecord
+from ccx_asgi.observability import RECORD_KEY, Observer, RecentRequests, RequestRecord, record_context
 from ccx_asgi.responses_api import StoredResponsesAPI, stored_route
 from ccx_asgi.routing import ordered_channels
 from ccx_asgi.settings import CCXSettings, load_settings
@@ -76,10 +76,7 @@ class _Started:
         elif kind == "http.response.start":
             self.started = True
             self.record.on_start(message["status"])
-            headers = message.get("headers") or []
-            if not any(k.lower() == b"x-request-id" for k, _ in headers):
-                rid = (b"x-request-id", self.record.request_id.encode("latin-1"))
-                message = {**message, "headers": [*headers, rid]}
+            message = with_request_id(message, self.record.request_id)
         await self.send(message)
 
 
@@ -167,8 +164,10 @@ class CCXApp:
             # Breaker state for the admin API and metrics comes from the failover layer's store.
             self.admin.state_provider = lambda: failover.channel_states(self.channels)
         client_keys = settings.client_keys()
-        responses = ContextRecorder(StatefulMiddleware(failover, store=self.responses_store, client_keys=client_keys))
-        responses = ModelMapperMiddleware(responses, channels=self.channels, max_body_bytes=settings.max_body_bytes)
+        responses = StatefulMiddleware(failover, store=self.responses_store, client_keys=client_keys)
+        responses = ModelMapperMiddleware(
+            responses, channels=self.channels, max_body_bytes=settings.max_body_bytes, on_context=record_context
+        )
         models: ASGIApp = self._serve_models
         stored: ASGIApp = StoredResponsesAPI(
             self.responses_store, self.channels, self.upstream, client_keys=client_keys
@@ -247,16 +246,12 @@ class CCXApp:
             if responder.started:
                 logger.warning("request %s: error after the response started: %s", rid, exc.message)
                 return
-            await send_error(responder, exc, [(b"x-request-id", rid.encode())])
+            await send_error(responder, exc)
         except Exception as exc:
             record.exception = type(exc).__name__
             logger.exception("request %s: unhandled error while serving %s %s", rid, method, path)
             if not responder.started:
-                await send_error(
-                    responder,
-                    CCXError("Internal gateway error; see the gateway log."),
-                    [(b"x-request-id", rid.encode())],
-                )
+                await send_error(responder, CCXError("Internal gateway error; see the gateway log."))
         finally:
             self.observer.finish(record)
 

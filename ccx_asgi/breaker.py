@@ -26,9 +26,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import SecretStr
 
+from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.state import Clock, StateStore
 
 __all__ = ["BreakerConfig", "CircuitBreaker", "Verdict", "channel_targets", "target_id"]
@@ -190,3 +192,17 @@ class CircuitBreaker:
         record["p"] = max(until, float(record.get("p", 0)))
         logger.info("key %s parked for %gs", target, seconds)
         await self.store.set(_NS, target, record, max(self._ttl, seconds + 60))
+
+    async def failed(self, target: str, *, probe: bool = False, park: float | None = None) -> None:
+        """Record a failed attempt on ``target``, and park it for ``park`` seconds when given."""
+        await self.failure(target, probe=probe)
+        if park is not None:
+            await self.park(target, park)
+
+    async def channel_state(self, channel: ChannelConfig) -> dict[str, Any]:
+        """The channel's breaker summary (keys by position, never by value): ``closed`` while any of
+        its keys may be used, ``half-open`` while one may be probed, ``open`` when every key is open
+        or parked."""
+        states = [await self.state(tid) for _, tid in channel_targets(channel.name, channel.api_keys)]
+        summary = "closed" if "closed" in states else "half-open" if "half-open" in states else "open"
+        return {"state": summary, "keys": {f"#{n}": state for n, state in enumerate(states, 1)}}

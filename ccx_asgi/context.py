@@ -9,8 +9,9 @@ rewrites (role normalisation) never leak into the next candidate.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import SecretStr
 
@@ -19,13 +20,17 @@ from ccx_asgi.routing import Candidate
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.types import Scope
 
-__all__ = ["PINNED_TARGET", "SCOPE_KEY", "Attempt", "AttemptRecord", "RequestContext", "get_context"]
+if TYPE_CHECKING:
+    from ccx_asgi.convert.tools import ToolCatalog
+    from ccx_asgi.stream import ClientStream
+
+__all__ = ["SCOPE_KEY", "AnswerHook", "Attempt", "AttemptRecord", "RequestContext", "get_context"]
 
 #: The one scope key under which the :class:`RequestContext` lives.
 SCOPE_KEY = "ccx"
-#: ``RequestContext.extra`` key of the one target (see :func:`~ccx_asgi.breaker.target_id`) a request
-#: may go to: a ``previous_response_id`` follow-up held by one native upstream account.
-PINNED_TARGET = "ccx.pinned_target"
+#: What :attr:`RequestContext.on_answer` is called with: the final response object (carrying the id
+#: the client sees) and the id the upstream gave it.
+AnswerHook = Callable[[dict[str, Any], Any], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -37,6 +42,9 @@ class Attempt:
     api_key: SecretStr | None
     key_index: int
     body: dict[str, Any]
+    #: The body's flattened tools, built on first use by the adapter (after every layer that
+    #: rewrites ``body``) and shared by the converted request and the answer's translation.
+    catalog: ToolCatalog | None = None
 
 
 @dataclass(slots=True)
@@ -62,6 +70,25 @@ class RequestContext:
     attempt: Attempt | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    #: The client's side of a streaming answer, shared by every attempt (made by the failover layer).
+    client_stream: ClientStream | None = None
+    #: The client headers that may go upstream, filtered once by the endpoint for every attempt.
+    client_headers: list[tuple[str, str]] | None = None
+    #: The one target (see :func:`~ccx_asgi.breaker.target_id`) the request may go to: a
+    #: ``previous_response_id`` follow-up held by one native upstream account (set by the stateful layer).
+    pinned_target: str | None = None
+    #: ``"chain"`` when the stateful layer expanded a stored chain into the input (native attempts then
+    #: drop ``previous_response_id``), ``"references"`` when it only resolved item references.
+    expanded: Literal["chain", "references"] | None = None
+    #: Awaited with the final response before the client sees it (the stateful layer stores it), so a
+    #: follow-up sent the moment the answer arrives finds it; see :func:`ccx_asgi.store.before_answer`.
+    on_answer: AnswerHook | None = None
+    #: For the request log: the last attempt's upstream URL (only its path is logged), and the final
+    #: response's ``status`` and ``usage`` (see :func:`ccx_asgi.observability.note_response`).
+    upstream_url: str | None = None
+    response_status: Any = None
+    usage: dict[str, Any] | None = None
+    #: Free for a host's own layers; the gateway itself keeps nothing here.
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -12,7 +12,8 @@ failover layer acts on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import orjson
 
@@ -166,12 +167,40 @@ class UpstreamStreamError(UpstreamError):
     code = "upstream_stream_error"
 
 
+#: Out of quota or credit: the code (and type) Codex stops a turn for instead of retrying.
+INSUFFICIENT_QUOTA = "insufficient_quota"
+
+
 class AllChannelsFailedError(CCXError):
-    """Every candidate channel failed before any byte reached the client (503)."""
+    """Every candidate channel failed before any byte reached the client (503).
+
+    ``retry_after`` is the last failure's ``Retry-After``, when it had one.
+    """
 
     status = 503
     type = "upstream_error"
     code = "all_channels_failed"
+    retry_after: float | None = None
+
+
+def all_channels_failed(
+    outcomes: Sequence[str], *, quota: bool = False, retry_after: float | None = None
+) -> AllChannelsFailedError:
+    """The error for a request every target failed: ``outcomes`` names what happened on each (no
+    secrets). ``quota`` (every target out of quota or credit) makes it a 429 ``insufficient_quota``,
+    the code Codex stops for; otherwise a ``retry_after`` becomes a ``Retry-After`` header (Codex
+    waits and retries; quota does not come back)."""
+    summary = "; ".join(outcomes)
+    message = f"All upstream channels are currently unavailable. {summary}" if summary else "No channel to try."
+    if quota:
+        error = AllChannelsFailedError(message, code=INSUFFICIENT_QUOTA, status=429)
+        error.type = INSUFFICIENT_QUOTA
+        return error
+    error = AllChannelsFailedError(message)
+    if retry_after is not None:
+        error.retry_after = retry_after
+        error.headers.append(("retry-after", str(int(retry_after + 0.999))))
+    return error
 
 
 def error_body(exc: CCXError) -> bytes:

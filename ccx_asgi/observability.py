@@ -5,7 +5,7 @@ How a request's facts reach the log without extra parsing:
 
 - :class:`~ccx_asgi.app.CCXApp` creates a :class:`RequestRecord` before routing and stores it under
   ``scope[RECORD_KEY]``. Scope copies made by inner layers share the same record object.
-- :class:`ContextRecorder` (between the model mapper and the failover layer) hands the parsed
+- :func:`record_context` is the model mapper's ``on_context`` hook: it hands the parsed
   :class:`~ccx_asgi.context.RequestContext` to the record.
 - The channel endpoint calls :func:`note_upstream_url` and :func:`note_response` with values it
   already holds (the URL it is about to call; the terminal event's response object), so token usage
@@ -17,6 +17,7 @@ The log record (logger ``ccx_asgi.requests``) carries the fields of :data:`LOG_F
 ``ccx`` attribute; :class:`JSONFormatter` renders them as one JSON object per line. No key ever
 enters a record: only channel names, key *indexes*, paths (never query strings) and counts. Request
 bodies are logged only at DEBUG (logger ``ccx_asgi.requests.body``), redacted by :func:`redact_body`.
+Log *configuration* (handlers, the JSON formatter) is :mod:`ccx_asgi.logs`.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from ccx_asgi.context import SCOPE_KEY, RequestContext
-from ccx_asgi.types import ASGIApp, Receive, Scope, Send
+from ccx_asgi.context import RequestContext
+from ccx_asgi.types import Scope
 
 if TYPE_CHECKING:
     from ccx_asgi.metrics import Metrics
@@ -40,15 +41,13 @@ if TYPE_CHECKING:
 __all__ = [
     "LOG_FIELDS",
     "RECORD_KEY",
-    "ContextRecorder",
-    "JSONFormatter",
     "Observer",
     "RecentRequests",
     "RequestRecord",
-    "configure_logging",
     "failovers",
     "note_response",
     "note_upstream_url",
+    "record_context",
     "redact_body",
 ]
 
@@ -79,9 +78,6 @@ LOG_FIELDS = (
     "reasoning_tokens",
 )
 
-_USAGE = "ccx.usage"
-_RESPONSE_STATUS = "ccx.response_status"
-_UPSTREAM_URL = "ccx.upstream_url"
 _MAX_ERROR_PEEK = 8192
 _MAX_OUTCOME = 300
 
@@ -91,37 +87,25 @@ body_logger = logging.getLogger("ccx_asgi.requests.body")
 
 def note_upstream_url(ctx: RequestContext, url: str) -> None:
     """Remember the upstream URL of the current attempt (only its path is ever logged)."""
-    ctx.extra[_UPSTREAM_URL] = url
+    ctx.upstream_url = url
 
 
 def note_response(ctx: RequestContext, response: Any) -> None:
     """Remember the final response object's ``status`` and ``usage`` (called with the terminal event's
     ``response`` or the JSON answer; it only keeps references, so it costs nothing per token)."""
     if isinstance(response, dict):
-        ctx.extra[_RESPONSE_STATUS] = response.get("status")
+        ctx.response_status = response.get("status")
         usage = response.get("usage")
         if isinstance(usage, dict):
-            ctx.extra[_USAGE] = usage
+            ctx.usage = usage
 
 
-class ContextRecorder:
-    """Pure-ASGI layer that hands ``scope["ccx"]`` to the request record (see the module docstring).
-
-    Place it right inside :class:`~ccx_asgi.middleware.ModelMapperMiddleware`; without a record in
-    the scope it does nothing.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Attach the context to the record, then call the wrapped app."""
-        if scope["type"] == "http":
-            record = scope.get(RECORD_KEY)
-            ctx = scope.get(SCOPE_KEY)
-            if isinstance(record, RequestRecord) and isinstance(ctx, RequestContext):
-                record.context = ctx
-        await self.app(scope, receive, send)
+def record_context(scope: Scope, ctx: RequestContext) -> None:
+    """Hand the parsed context to the request's record (the model mapper's ``on_context`` hook);
+    without a record in the scope it does nothing."""
+    record = scope.get(RECORD_KEY)
+    if isinstance(record, RequestRecord):
+        record.context = ctx
 
 
 @dataclass(slots=True)
@@ -191,7 +175,7 @@ class RequestRecord:
         ctx = self.context
         if ctx is None:
             return out
-        out.update(model=ctx.model, stream=ctx.stream, response_status=ctx.extra.get(_RESPONSE_STATUS))
+        out.update(model=ctx.model, stream=ctx.stream, response_status=ctx.response_status)
         failed = ctx.attempts
         attempt = ctx.attempt
         # Failover leaves a non-retryable failure as the current attempt *and* records it.
@@ -214,11 +198,11 @@ class RequestRecord:
             out["upstream_model"] = next(
                 (c.upstream_model for c in ctx.candidates if c.channel.name == failed[-1].channel), None
             )
-        url = ctx.extra.get(_UPSTREAM_URL)
-        if isinstance(url, str):
+        url = ctx.upstream_url
+        if url is not None:
             out["upstream_path"] = urlsplit(url).path
-        usage = ctx.extra.get(_USAGE)
-        if isinstance(usage, dict):
+        usage = ctx.usage
+        if usage is not None:
             out["input_tokens"] = _int(usage.get("input_tokens"))
             out["output_tokens"] = _int(usage.get("output_tokens"))
             out["cached_tokens"] = _int(_get(usage.get("input_tokens_details"), "cached_tokens"))
@@ -380,57 +364,3 @@ def redact_body(value: Any, secrets: Iterable[str] = (), *, _depth: int = 0) -> 
         if len(value) > _MAX_STRING:
             return f"{value[:_MAX_STRING]}…[{len(value) - _MAX_STRING} more chars]"
     return value
-
-
-# Standard LogRecord attributes, plus uvicorn's ANSI-coloured duplicate of its message.
-_STD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message",
-    "asctime",
-    "color_message",
-}
-
-
-class JSONFormatter(logging.Formatter):
-    """Formats every log record as one JSON object per line.
-
-    Keys: ``ts`` (ISO-8601 UTC), ``level``, ``logger``, ``message``, the request fields when the record
-    carries them (``extra={"ccx": {...}}``), and ``exc_info`` text for exceptions.
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` as JSON."""
-        data: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        fields = getattr(record, "ccx", None)
-        if isinstance(fields, dict):
-            data.update(fields)
-        for key, value in record.__dict__.items():
-            if key not in _STD_ATTRS and key != "ccx" and key not in data:
-                data[key] = value
-        if record.exc_info:
-            data["exc_info"] = self.formatException(record.exc_info)
-        return orjson.dumps(data, default=str).decode()
-
-
-def configure_logging(log_format: str = "text", level: str | int = "INFO") -> None:
-    """Configure the root logger for the standalone server: ``text`` lines or ``json`` objects on stderr.
-
-    ``httpx``'s per-request INFO lines are silenced unless ``level`` is DEBUG.
-
-    Hosts that embed the sub-app configure logging themselves (use :class:`JSONFormatter` for JSON).
-    """
-    handler = logging.StreamHandler()
-    if log_format == "json":
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    # httpx logs every upstream request URL at INFO: the request log already has the upstream path,
-    # and a full URL may carry credentials in its user info. Keep it for DEBUG sessions only.
-    logging.getLogger("httpx").setLevel(
-        logging.DEBUG if logging.getLogger().level <= logging.DEBUG else logging.WARNING
-    )

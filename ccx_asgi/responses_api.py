@@ -182,13 +182,10 @@ class StoredResponsesAPI:
                 code="invalid_value",
             )
         elif suffix:
-            listed = await self._input_items(record, query, _include(query))
-            await send_json(send, listed, headers=self._headers(scope))
+            await send_json(send, await self._input_items(record, query, _include(query)))
         elif method == "DELETE":
             await self.store.delete(record)
-            await send_json(
-                send, {"id": record.id, "object": "response", "deleted": True}, headers=self._headers(scope)
-            )
+            await send_json(send, {"id": record.id, "object": "response", "deleted": True})
         else:
             if query.get("stream", ["false"])[-1].lower() == "true":
                 raise InvalidRequestError(
@@ -200,11 +197,7 @@ class StoredResponsesAPI:
             include = _include(query)
             response = record.response or {}
             output = [_shown(item, include) for item in record.output]
-            await send_json(send, {**response, "output": output}, headers=self._headers(scope))
-
-    @staticmethod
-    def _headers(scope: Scope) -> list[tuple[bytes, bytes]]:
-        return [(b"x-request-id", request_id(scope).encode("latin-1"))]
+            await send_json(send, {**response, "output": output})
 
     async def _input_items(
         self, record: StoredResponse, query: dict[str, list[str]], include: frozenset[str]
@@ -339,7 +332,6 @@ class StoredResponsesAPI:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(raw)).encode()),
-                    *self._headers(scope),
                     (b"x-ccx-channel", channel.name.encode("utf-8", "replace")),
                 ],
             }
@@ -357,7 +349,6 @@ class StoredResponsesAPI:
                 "headers": [
                     (b"content-type", b"text/event-stream; charset=utf-8"),
                     (b"cache-control", b"no-cache"),
-                    *self._headers(scope),
                     (b"x-ccx-channel", channel.name.encode("utf-8", "replace")),
                 ],
             }

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pydantic import SecretStr
+
+from ccx_asgi.breaker import channel_targets
 from ccx_asgi.settings import ChannelConfig
 
 __all__ = [
@@ -16,8 +19,10 @@ __all__ = [
     "Candidate",
     "ModelRule",
     "Router",
+    "Target",
     "map_model",
     "matches_allowlist",
+    "order_targets",
     "ordered_channels",
     "public_models",
 ]
@@ -143,3 +148,47 @@ def public_models(channels: Iterable[ChannelConfig]) -> list[tuple[str, str]]:
                 seen.add(name)
                 out.append((name, channel.name))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One candidate channel with one of its keys (``index`` in its list): what the failover layer
+    tries, and what a breaker, a parked key and affinity are kept for (``id``, see
+    :func:`~ccx_asgi.breaker.target_id`)."""
+
+    candidate: Candidate
+    key: SecretStr | None
+    index: int
+    id: str
+
+
+def order_targets(
+    candidates: Sequence[Candidate],
+    *,
+    pinned: str | None = None,
+    sticky: str | None = None,
+    prefer_priority: bool = False,
+) -> list[Target]:
+    """The targets of ``candidates`` in the order failover tries them: channel priority, keys in list
+    order; only ``pinned`` when set (the one account that holds a previous response); else the
+    ``sticky`` target (affinity) first, or with ``prefer_priority`` first within its own channel."""
+    targets: list[Target] = []
+    for candidate in candidates:
+        pairs = channel_targets(candidate.channel.name, candidate.channel.api_keys)
+        targets.extend(Target(candidate, key, i, tid) for i, (key, tid) in enumerate(pairs))
+    if pinned is not None:
+        # Only that account holds the previous response: no other target can serve the follow-up.
+        return [t for t in targets if t.id == pinned]
+    if sticky is None:
+        return targets
+    chosen = next((t for t in targets if t.id == sticky), None)
+    if chosen is None:
+        return targets
+    rest = [t for t in targets if t is not chosen]
+    if not prefer_priority:
+        return [chosen, *rest]
+    # Keep channel priority (a healthy higher-priority channel wins; an open one is skipped
+    # anyway), but use the sticky key first within its channel.
+    name = chosen.candidate.channel.name
+    first = next((i for i, t in enumerate(rest) if t.candidate.channel.name == name), None)
+    return targets if first is None else [*rest[:first], chosen, *rest[first:]]

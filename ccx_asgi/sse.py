@@ -12,7 +12,12 @@ import orjson
 
 from ccx_asgi.types import Event
 
-__all__ = ["SSEEvent", "SSEParser", "encode_event"]
+__all__ = ["SSEEvent", "SSELimitError", "SSEParser", "encode_event"]
+
+
+class SSELimitError(ValueError):
+    """An upstream event grew past the parser's ``max_event_bytes`` (an upstream fault, unlike any
+    other ``ValueError``, which would be a bug of this gateway)."""
 
 
 @dataclass(slots=True)
@@ -26,7 +31,8 @@ class SSEEvent:
 class SSEParser:
     """Incremental SSE parser (WHATWG rules for ``event``/``data``; ``id``/``retry``/comments skipped).
 
-    ``max_event_bytes`` bounds one unfinished event so a hostile upstream cannot grow memory forever.
+    ``max_event_bytes`` bounds one unfinished event so a hostile upstream cannot grow memory forever
+    (:class:`SSELimitError` past it).
     """
 
     def __init__(self, *, max_event_bytes: int = 64 * 1024 * 1024) -> None:
@@ -79,7 +85,7 @@ class SSEParser:
 
     def _check(self) -> None:
         if self._pending_size + self._data_size > self._max:
-            raise ValueError("upstream SSE event exceeds the size limit")
+            raise SSELimitError("upstream SSE event exceeds the size limit")
 
     def _line(self, line: bytes) -> None:
         """A non-blank line other than ``data: ...``."""

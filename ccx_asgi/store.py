@@ -45,11 +45,9 @@ from ccx_asgi.types import Scope
 __all__ = [
     "ANCESTOR_WINDOW",
     "MAX_CHAIN_DEPTH",
-    "RESPONSE_HOOK",
     "ROUTE_TTL",
     "ROUTE_WEIGHT",
     "BrokenChain",
-    "ResponseHook",
     "ResponseStore",
     "StoredResponse",
     "before_answer",
@@ -82,9 +80,6 @@ ROUTE_TTL = 30 * 86400.0
 ANCESTOR_WINDOW = 32
 #: The most responses a chain may hold before a follow-up (a longer one is a 400: start a new chain).
 MAX_CHAIN_DEPTH = 1000
-#: ``ctx.extra`` key of the coroutine function the endpoint awaits with the final response object
-#: before the client sees it (so a follow-up sent the moment the answer arrives finds it stored).
-RESPONSE_HOOK = "ccx.response_hook"
 # Distinguishes these digests from every other SHA-256 of a key (breaker target ids, auth digests).
 _OWNER_CONTEXT = b"ccx-asgi stored-response owner v1"
 
@@ -114,18 +109,16 @@ def client_owner(scope: Scope, keys: KeySet | None) -> str:
     return owner_fingerprint(presented[0][1] if presented else None)
 
 
-#: The hook's signature: the final response object and the upstream's id for it.
-ResponseHook = Callable[[dict[str, Any], Any], Awaitable[None]]
-
 
 async def before_answer(ctx: RequestContext, response: Any, upstream_id: Any = None) -> None:
-    """Give the final response object to the request's response hook, if any; never raises.
+    """Give the final response object to the request's :attr:`~ccx_asgi.context.RequestContext.on_answer`
+    hook, if any; never raises.
 
     Called by :class:`~ccx_asgi.channels.endpoint.ChannelEndpoint` with the JSON answer, and by its
     client stream with the terminal event's response, already carrying the id the client sees
     (``upstream_id`` is the id the upstream gave it, different after a failover behind keep-alives).
     """
-    hook: ResponseHook | None = ctx.extra.get(RESPONSE_HOOK)
+    hook = ctx.on_answer
     if hook is None or not isinstance(response, dict):
         return
     try:

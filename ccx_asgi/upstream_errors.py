@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from ccx_asgi.errors import UpstreamStatusError
+from ccx_asgi.errors import INSUFFICIENT_QUOTA, UpstreamStatusError
 
 __all__ = [
     "CODEX_ERROR_CODES",
@@ -43,7 +43,6 @@ __all__ = [
 ]
 
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
-INSUFFICIENT_QUOTA = "insufficient_quota"
 #: The codes Codex stops a turn for, which the OpenAI SDK's ``ResponseError.code`` list lacks.
 CODEX_ERROR_CODES = frozenset({CONTEXT_LENGTH_EXCEEDED, INSUFFICIENT_QUOTA})
 #: Codes ``response.error.code`` may carry: the SDK's literal list (as far as a gateway can produce

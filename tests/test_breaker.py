@@ -221,3 +221,18 @@ async def test_released_probe_keeps_the_circuit_half_open(breaker: CircuitBreake
     await breaker.release(T)  # e.g. the client disconnected during the probe
     assert await breaker.state(T) == "half-open"
     assert (await breaker.check(T)).probe  # the next request may probe
+
+
+async def test_channel_state_summarises_keys_by_position(breaker: CircuitBreaker) -> None:
+    from ccx_asgi.settings import ChannelConfig
+
+    channel = ChannelConfig.model_validate(chan("a", keys=["k1", "k2"]))
+    first, second = (target_id("a", key) for key in channel.api_keys)
+    assert await breaker.channel_state(channel) == {"state": "closed", "keys": {"#1": "closed", "#2": "closed"}}
+    await breaker.failed(first, park=60)
+    state = await breaker.channel_state(channel)
+    assert state["state"] == "closed"  # key #2 may still be used
+    assert state["keys"]["#2"] == "closed" and state["keys"]["#1"] != "closed"
+    await breaker.failed(second, park=60)
+    assert (await breaker.channel_state(channel))["state"] == "open"
+    assert "k1" not in str(state) and "k2" not in str(state)

@@ -17,7 +17,7 @@ import pytest
 import zstandard
 
 from ccx_asgi import CCXApp
-from ccx_asgi.asgi import MAX_JSON_DEPTH, MAX_JSON_VALUES, decode_body, parse_json
+from ccx_asgi.body import MAX_JSON_DEPTH, MAX_JSON_VALUES, decode_body, parse_json
 from ccx_asgi.errors import InvalidRequestError, RequestTooLargeError
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.responses_upstream import FakeResponsesUpstream

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from ccx_asgi.__main__ import StandaloneApp
-from ccx_asgi.observability import LOG_FIELDS, JSONFormatter, redact_body
+from ccx_asgi.logs import JSONFormatter
+from ccx_asgi.observability import LOG_FIELDS, redact_body
 from tests.conftest import PROXY_KEY, UPSTREAM_KEY, AppFactory, channel
 from tests.fakes.responses_upstream import FakeResponsesUpstream
 from tests.sdk import parse_sse, validate_events, validate_response
@@ -192,7 +193,7 @@ def _restore_logging() -> Any:
 @pytest.mark.usefixtures("_restore_logging")
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_configure_logging(capsys: pytest.CaptureFixture[str], log_format: str) -> None:
-    from ccx_asgi.observability import configure_logging
+    from ccx_asgi.logs import configure_logging
 
     configure_logging(log_format, "INFO")
     logging.getLogger("ccx_asgi.requests").info("hello", extra={"ccx": {"request_id": "r1", "status": 200}})

@@ -94,3 +94,43 @@ async def test_every_answer_carries_the_id(
     assert response.status_code == status
     assert response.headers["x-request-id"] == "trace-me"
     assert response.headers.get_list("x-request-id") == ["trace-me"]
+
+
+async def test_a_pipeline_used_without_the_app_still_answers_with_one_id() -> None:
+    # The model mapper heads the /responses pipeline: built by hand (docs/routing.md), it owns the id.
+    from tests.fakes.scripted_upstream import Scripted, asgi_client, chan, ok, stack, status
+
+    upstream = Scripted()
+    upstream.script("a.test", ok("hi"), status(503))
+    async with asgi_client(stack([chan("a")], upstream)) as client:
+        served = await client.post("/responses", json={"model": "m", "input": "hi"}, headers={"x-request-id": "own"})
+        refused = await client.post("/responses", json={"input": "hi"})
+        generated = await client.post("/responses", json={"model": "m", "input": "hi"})
+    assert served.status_code == 200
+    assert served.headers.get_list("x-request-id") == ["own"]
+    assert refused.status_code == 400
+    assert refused.headers["x-request-id"].startswith("req_")
+    assert generated.status_code == 503  # every channel failed: the failover layer's answer
+    assert len(generated.headers.get_list("x-request-id")) == 1
+    assert generated.headers["x-request-id"].startswith("req_")
+
+
+async def test_auth_on_a_host_app_adds_the_id_only_to_its_own_answer() -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from ccx_asgi import AuthMiddleware
+
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = AuthMiddleware(Starlette(routes=[Route("/", hello)]), keys=["k-1"])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://host.test") as client:
+        refused = await client.get("/", headers={"x-request-id": "trace-me"})
+        served = await client.get("/", headers={"authorization": "Bearer k-1"})
+    assert refused.status_code == 401
+    assert refused.headers.get_list("x-request-id") == ["trace-me"]
+    assert served.status_code == 200
+    assert "x-request-id" not in served.headers  # the host's own responses are the host's business

@@ -109,3 +109,25 @@ async def test_single_channel_allowlist_is_enforced(make_app: AppFactory, client
     response = await client.post("/responses", json={"model": "o3", "input": "hi"})
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "model_not_found"
+
+
+def test_targets_are_channels_times_keys_pinned_and_sticky() -> None:
+    from pydantic import SecretStr
+
+    from ccx_asgi.breaker import target_id
+    from ccx_asgi.routing import order_targets
+
+    router = Router([cfg("a", priority=1, api_keys=["ka1", "ka2"]), cfg("b", priority=2, api_keys=["kb1"])])
+    candidates = router.candidates("gpt-5")
+    plain = order_targets(candidates)
+    assert [(t.candidate.channel.name, t.index) for t in plain] == [("a", 0), ("a", 1), ("b", 0)]
+    assert plain[1].id == target_id("a", SecretStr("ka2"))
+    b = target_id("b", SecretStr("kb1"))
+    # Affinity: the sticky target first; with prefer_priority, first within its own channel only.
+    assert [t.id for t in order_targets(candidates, sticky=b)] == [b, plain[0].id, plain[1].id]
+    assert [t.id for t in order_targets(candidates, sticky=b, prefer_priority=True)] == [t.id for t in plain]
+    a2 = plain[1].id
+    assert [t.id for t in order_targets(candidates, sticky=a2, prefer_priority=True)] == [a2, plain[0].id, b]
+    # A previous response held by one account: only that target.
+    assert [t.id for t in order_targets(candidates, pinned=b, sticky=a2)] == [b]
+    assert order_targets(candidates, sticky="gone") == plain

@@ -1,7 +1,8 @@
 """What a service type provides: a pure request builder, a stream translator and a JSON converter.
 
-Adapters do no I/O. :class:`~ccx_asgi.channels.endpoint.ChannelEndpoint` owns the sending, the
-streaming and the commit rule, and looks adapters up by ``service_type`` in :data:`ADAPTERS`.
+Adapters do no I/O. :class:`~ccx_asgi.channels.endpoint.ChannelEndpoint` owns the sending and looks
+adapters up by ``service_type`` in :data:`ADAPTERS`; the commit rule is
+:class:`~ccx_asgi.stream.ClientStream`'s.
 """
 
 from __future__ import annotations
@@ -57,17 +58,9 @@ class ChannelAdapter(Protocol):
         """Convert a non-streaming upstream answer to a Responses object."""
 
 
-# ctx.extra key of the tool catalog built for the current attempt body.
-_CATALOG = "ccx.tool_catalog"
-
-
 def attempt_catalog(ctx: RequestContext, attempt: Attempt) -> ToolCatalog:
-    """The attempt body's flattened tools, built once per body and shared by the converted request
-    and the translation of the answer (a retry with a rewritten body gets its own)."""
-    cached = ctx.extra.get(_CATALOG)
-    if isinstance(cached, tuple) and cached[0] is attempt.body:
-        catalog: ToolCatalog = cached[1]
-        return catalog
-    catalog = ToolCatalog.from_tools(request_tools(attempt.body))
-    ctx.extra[_CATALOG] = (attempt.body, catalog)
-    return catalog
+    """The attempt body's flattened tools, built once per attempt and shared by the converted request
+    and the translation of the answer (every attempt, with its own body, gets its own)."""
+    if attempt.catalog is None:
+        attempt.catalog = ToolCatalog.from_tools(request_tools(attempt.body))
+    return attempt.catalog

@@ -14,12 +14,10 @@ from ccx_asgi.channels.base import UpstreamRequest
 from ccx_asgi.context import Attempt, RequestContext
 from ccx_asgi.convert.events import new_id
 from ccx_asgi.errors import UpstreamStatusError
+from ccx_asgi.stream import TERMINAL_EVENTS
 from ccx_asgi.types import Event
 
 __all__ = ["TERMINAL_EVENTS", "PassthroughTranslator", "ResponsesAdapter"]
-
-#: Event types that end a Responses stream.
-TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 class PassthroughTranslator:

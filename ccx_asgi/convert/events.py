@@ -1,4 +1,8 @@
-"""Building valid Responses stream events: the one place ids, indexes and sequence numbers are made.
+"""Building valid Responses stream events: the one place item ids and output indexes are made.
+
+Each attempt's stream is numbered here too (so a translator's output is valid on its own); what the
+client sees is renumbered in one place, :class:`ccx_asgi.stream.ClientStream`, under the committed
+response id.
 
 Every converted channel (Chat, Claude, demo) drives a :class:`ResponseStream`: open an item, feed it
 deltas, and finish the response with exactly one terminal event. The builder guarantees the

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from pydantic import SecretStr
 
-from ccx_asgi.asgi import request_id
+from ccx_asgi.asgi import ensure_request_id
 from ccx_asgi.errors import AuthenticationError, send_error
 from ccx_asgi.keys import KeySet, presented_keys
 from ccx_asgi.types import ASGIApp, Receive, Scope, Send
@@ -60,8 +60,6 @@ class AuthMiddleware:
                 "Missing API key. Send the gateway's access key "
                 f"({self.key_name}) as 'Authorization: Bearer <key>' or in the 'x-api-key' header."
             )
-        await send_error(
-            send,
-            AuthenticationError(message),
-            [(b"www-authenticate", b'Bearer realm="ccx"'), (b"x-request-id", request_id(scope).encode())],
-        )
+        # Used on its own in front of a host's app, only this layer's own answer carries the id.
+        _, send = ensure_request_id(scope, send)
+        await send_error(send, AuthenticationError(message), [(b"www-authenticate", b'Bearer realm="ccx"')])

@@ -2,8 +2,9 @@
 
 For each *target* (a candidate channel with one of its keys, in priority order, keys in list order)
 it sets ``scope["ccx"].attempt`` and calls the wrapped app, normally
-:class:`~ccx_asgi.channels.endpoint.ChannelEndpoint`, which holds the response until a meaningful
-answer exists and raises :class:`~ccx_asgi.errors.UpstreamError` before that. Then:
+:class:`~ccx_asgi.channels.endpoint.ChannelEndpoint`, whose :class:`~ccx_asgi.stream.ClientStream`
+(made here, ``ctx.client_stream``) holds the response until a meaningful answer exists and raises
+:class:`~ccx_asgi.errors.UpstreamError` before that. Then:
 
 - a **retryable** error (connect error, timeout, 401/403/408/429/5xx, overload or rate-limit body,
   quota or billing, a stream that fails or ends before content) records a breaker failure and moves
@@ -30,6 +31,13 @@ and the channel endpoint; :func:`ccx_asgi.create_app` builds this chain from set
 
 A client that disconnects cancels the upstream request at once (its connection is closed, not
 drained).
+
+This module owns the decision; the pieces it decides with live with their owners: the target order
+(:func:`ccx_asgi.routing.order_targets`), the breaker and parked keys
+(:class:`ccx_asgi.breaker.CircuitBreaker`), disconnect watching
+(:func:`ccx_asgi.asgi.wait_for_disconnect`), keep-alives and errors inside a started stream
+(:class:`ccx_asgi.stream.ClientStream`), and the all-failed error
+(:func:`ccx_asgi.errors.all_channels_failed`).
 """
 
 from __future__ import annotations
@@ -39,22 +47,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from pydantic import SecretStr
-
 from ccx_asgi.affinity import Affinity, Sticky, session_key
-from ccx_asgi.breaker import BreakerConfig, CircuitBreaker, Verdict, channel_targets
-from ccx_asgi.channels.endpoint import CLIENT_STREAM, ClientStream
-from ccx_asgi.context import PINNED_TARGET, Attempt, AttemptRecord, RequestContext, get_context
-from ccx_asgi.errors import AllChannelsFailedError, CCXError, UpstreamError, send_error
-from ccx_asgi.routing import Candidate
+from ccx_asgi.asgi import wait_for_disconnect
+from ccx_asgi.breaker import BreakerConfig, CircuitBreaker, Verdict
+from ccx_asgi.context import Attempt, AttemptRecord, RequestContext, get_context
+from ccx_asgi.errors import INSUFFICIENT_QUOTA, CCXError, UpstreamError, all_channels_failed, send_error
+from ccx_asgi.routing import Target, order_targets
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.state import Clock, MemoryStore, StateStore
+from ccx_asgi.stream import ClientStream
 from ccx_asgi.types import ASGIApp, Message, Receive, Scope, Send
-from ccx_asgi.upstream_errors import CODEX_ERROR_CODES, INSUFFICIENT_QUOTA
 
 __all__ = ["FailoverMiddleware"]
 
@@ -78,21 +83,9 @@ class _Responder:
         await self.send(message)
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    candidate: Candidate
-    key: SecretStr | None
-    index: int
-    id: str
-
-
 class _Next(Enum):
     DONE = 1
     TRY_NEXT = 2
-
-
-class _ClientGone(Exception):
-    """The client disconnected; the attempt was cancelled."""
 
 
 class FailoverMiddleware:
@@ -136,10 +129,8 @@ class FailoverMiddleware:
         """
         out: dict[str, dict[str, Any]] = {}
         for channel in channels:
-            states = [await self.breaker.state(tid) for _, tid in channel_targets(channel.name, channel.api_keys)]
-            summary = "closed" if "closed" in states else "half-open" if "half-open" in states else "open"
             out[channel.name] = {
-                "breaker": {"state": summary, "keys": {f"#{n}": state for n, state in enumerate(states, 1)}},
+                "breaker": await self.breaker.channel_state(channel),
                 "affinity": {"ttl_seconds": self.affinity.ttl} if self.affinity is not None else "off",
             }
         return out
@@ -152,10 +143,9 @@ class FailoverMiddleware:
         ctx = get_context(scope)
         stream: ClientStream | None = None
         if ctx.stream:
-            stream = ClientStream(ctx, send, keepalive_interval=self.keepalive_interval)
-            ctx.extra[CLIENT_STREAM] = stream
+            stream = ctx.client_stream = ClientStream(ctx, send, keepalive_interval=self.keepalive_interval)
         work = asyncio.ensure_future(self._serve(scope, receive, send, ctx, stream))
-        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
         ticker = asyncio.ensure_future(stream.run_keepalive()) if stream is not None else None
         gone = False
         try:
@@ -176,36 +166,18 @@ class FailoverMiddleware:
             return
         await work
 
-    def _targets(self, ctx: RequestContext, sticky: Sticky | None) -> list[_Target]:
-        targets: list[_Target] = []
-        for candidate in ctx.candidates:
-            pairs = channel_targets(candidate.channel.name, candidate.channel.api_keys)
-            targets.extend(_Target(candidate, key, i, tid) for i, (key, tid) in enumerate(pairs))
-        pinned = ctx.extra.get(PINNED_TARGET)
-        if isinstance(pinned, str):
-            # Only that account holds the previous response: no other target can serve the follow-up.
-            return [t for t in targets if t.id == pinned]
-        if sticky is None:
-            return targets
-        chosen = next((t for t in targets if t.id == sticky.target), None)
-        if chosen is None:
-            return targets
-        rest = [t for t in targets if t is not chosen]
-        if not self.affinity_prefer_priority:
-            return [chosen, *rest]
-        # Keep channel priority (a healthy higher-priority channel wins; an open one is skipped
-        # anyway), but use the sticky key first within its channel.
-        name = chosen.candidate.channel.name
-        first = next((i for i, t in enumerate(rest) if t.candidate.channel.name == name), None)
-        return targets if first is None else [*rest[:first], chosen, *rest[first:]]
-
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, stream: ClientStream | None
     ) -> None:
         session = session_key(ctx) if self.affinity is not None else None
         sticky = await self.affinity.lookup(session) if self.affinity is not None and session else None
-        targets = self._targets(ctx, sticky)
-        skipped: list[tuple[_Target, Verdict]] = []
+        targets = order_targets(
+            ctx.candidates,
+            pinned=ctx.pinned_target,
+            sticky=sticky.target if sticky is not None else None,
+            prefer_priority=self.affinity_prefer_priority,
+        )
+        skipped: list[tuple[Target, Verdict]] = []
         last: UpstreamError | None = None
         failures: list[UpstreamError] = []
         for target in targets:
@@ -232,7 +204,7 @@ class FailoverMiddleware:
         quota = bool(failures) and all(f.code == INSUFFICIENT_QUOTA for f in failures)
         await self._all_failed(send, ctx, stream, skipped, last, quota=quota)
 
-    async def _served(self, session: str | None, sticky: Sticky | None, target: _Target) -> None:
+    async def _served(self, session: str | None, sticky: Sticky | None, target: Target) -> None:
         if self.affinity is not None and session:
             await self.affinity.remember(session, target.candidate.channel.name, target.id, sticky)
 
@@ -243,12 +215,14 @@ class FailoverMiddleware:
         send: Send,
         ctx: RequestContext,
         stream: ClientStream | None,
-        target: _Target,
+        target: Target,
         verdict: Verdict,
         last: UpstreamError | None,
     ) -> tuple[_Next, UpstreamError | None]:
         channel = target.candidate.channel
         ctx.attempt = Attempt(channel, target.candidate.upstream_model, target.key, target.index, ctx.body)
+        if stream is not None:
+            stream.next_attempt()
         responder = _Responder(send)
         try:
             await self.app(scope, receive, responder)
@@ -260,14 +234,15 @@ class FailoverMiddleware:
             logger.info("request %s: %s (key #%d): %s", ctx.request_id, channel.name, target.index + 1, outcome)
             if not exc.retryable:
                 await self.breaker.success(target.id, probe=verdict.probe)
-                await self._send_final(send, ctx, stream, exc)
+                await self._send_final(send, stream, exc)
                 return _Next.DONE, last
-            await self.breaker.failure(target.id, probe=verdict.probe)
+            park: float | None = None
             if exc.retry_after is not None:
-                await self.breaker.park(target.id, min(exc.retry_after, self.max_retry_after))
+                park = min(exc.retry_after, self.max_retry_after)
             elif exc.upstream_status in _AUTH_STATUSES or exc.code == INSUFFICIENT_QUOTA:
                 # A rejected key, or one out of credit, stays unusable for a while.
-                await self.breaker.park(target.id, self.key_park_seconds)
+                park = self.key_park_seconds
+            await self.breaker.failed(target.id, probe=verdict.probe, park=park)
             return _Next.TRY_NEXT, exc
         except BaseException:
             if verdict.probe:
@@ -280,55 +255,25 @@ class FailoverMiddleware:
             await self.breaker.success(target.id, probe=verdict.probe)
         return _Next.DONE, last
 
-    async def _send_final(self, send: Send, ctx: RequestContext, stream: ClientStream | None, exc: CCXError) -> None:
-        rid = [(b"x-request-id", ctx.request_id.encode())]
+    async def _send_final(self, send: Send, stream: ClientStream | None, exc: CCXError) -> None:
         if stream is not None and stream.started:
-            # A keep-alive already sent the 200: report the client error inside the stream, with
-            # the code Codex acts on when there is one (context length stops the turn too).
-            code = exc.code if exc.code in CODEX_ERROR_CODES else "invalid_prompt"
-            await stream.fail(exc.message, code)
+            # A keep-alive already sent the 200: report the error inside the stream.
+            await stream.fail_with(exc)
             return
-        await send_error(send, exc, rid)
+        await send_error(send, exc)
 
     async def _all_failed(
         self,
         send: Send,
         ctx: RequestContext,
         stream: ClientStream | None,
-        skipped: list[tuple[_Target, Verdict]],
+        skipped: list[tuple[Target, Verdict]],
         last: UpstreamError | None,
         *,
         quota: bool = False,
     ) -> None:
         ctx.attempt = None
-        parts = [f"{r.channel} (key #{r.key_index + 1}): {r.outcome}" for r in ctx.attempts]
-        parts += [f"{t.candidate.channel.name} (key #{t.index + 1}): {v.reason}" for t, v in skipped]
-        summary = "; ".join(parts)
-        message = f"All upstream channels are currently unavailable. {summary}" if summary else "No channel to try."
-        error: CCXError = AllChannelsFailedError(message)
-        if quota:
-            # Every target is out of quota or credit: say so, Codex stops the turn on this code
-            # (only as a 429) instead of retrying.
-            error = AllChannelsFailedError(message, code=INSUFFICIENT_QUOTA, status=429)
-            error.type = INSUFFICIENT_QUOTA
+        outcomes = [f"{r.channel} (key #{r.key_index + 1}): {r.outcome}" for r in ctx.attempts]
+        outcomes += [f"{t.candidate.channel.name} (key #{t.index + 1}): {v.reason}" for t, v in skipped]
         retry_after = last.retry_after if last is not None else None
-        if stream is not None and stream.started:
-            if quota:
-                await stream.fail(message, INSUFFICIENT_QUOTA)
-            elif retry_after is not None:
-                await stream.fail(f"{message} Please try again in {retry_after:g}s.", "rate_limit_exceeded")
-            else:
-                await stream.fail(message, "server_error")
-            return
-        if retry_after is not None and not quota:
-            # (Codex would wait and retry a 429 that carries Retry-After; quota does not come back.)
-            error.headers.append(("retry-after", str(int(retry_after + 0.999))))
-        await send_error(send, error, [(b"x-request-id", ctx.request_id.encode())])
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    """Return when the client disconnects (the body was already read by the model mapper)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
+        await self._send_final(send, stream, all_channels_failed(outcomes, quota=quota, retry_after=retry_after))

@@ -7,7 +7,7 @@ stateful request into a self-contained one, so the converters never see server-s
   earlier response's own input and output, read by walking the parents) is put before the new
   input (tool calls and their outputs stay paired across the chain). One naming a response held by
   a native Responses upstream: the request goes to that channel and key only
-  (:data:`~ccx_asgi.context.PINNED_TARGET`), with the upstream's own id. One the gateway holds no
+  (:attr:`~ccx_asgi.context.RequestContext.pinned_target`), with the upstream's own id. One the gateway holds no
   record of: forwarded to the native candidates only (their upstream may hold it: created before a
   restart without Redis, after the store's TTL, or before the gateway was deployed; it answers for
   itself), else 400 ``previous_response_not_found``, as OpenAI answers. Another client key's id is
@@ -17,7 +17,7 @@ stateful request into a self-contained one, so the converters never see server-s
 - ``background``, ``conversation`` and ``prompt`` cannot be honoured by converted channels: only
   native candidates are kept, else 400 naming the field.
 - With ``store`` not ``false``, the final response is stored (through the
-  :data:`~ccx_asgi.store.RESPONSE_HOOK` the endpoint calls before the client sees the answer).
+  :attr:`~ccx_asgi.context.RequestContext.on_answer` hook the endpoint calls before the client sees the answer).
 
 The client's owner id (an HMAC of its key) is computed only when the request reads or stores state.
 
@@ -34,9 +34,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from ccx_asgi.asgi import request_id
 from ccx_asgi.breaker import channel_targets, target_id
-from ccx_asgi.context import PINNED_TARGET, RequestContext, get_context
+from ccx_asgi.context import AnswerHook, RequestContext, get_context
 from ccx_asgi.convert.claude import REASONING_PREFIX as CLAUDE_REASONING_PREFIX
 from ccx_asgi.convert.common import input_items
 from ccx_asgi.convert.reasoning_codec import CHAT_REASONING_PREFIX
@@ -45,9 +44,7 @@ from ccx_asgi.keys import KeySet
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.store import (
     MAX_CHAIN_DEPTH,
-    RESPONSE_HOOK,
     BrokenChain,
-    ResponseHook,
     ResponseStore,
     StoredResponse,
     client_owner,
@@ -63,9 +60,6 @@ __all__ = [
     "wants_background",
 ]
 
-# ctx.extra key: "chain" when a stored chain was expanded here (native attempts then drop the id),
-# "references" when only item references were.
-_EXPANDED = "ccx.chain_expanded"
 _STORABLE = frozenset({"completed", "incomplete"})
 #: Prefixes of every ``encrypted_content`` this gateway writes (the converters' own envelopes).
 GATEWAY_ENVELOPES = (CHAT_REASONING_PREFIX, CLAUDE_REASONING_PREFIX)
@@ -148,7 +142,7 @@ class StatefulMiddleware:
         try:
             await self._prepare(ctx, _Owner(scope, self.keys))
         except CCXError as exc:
-            await send_error(send, exc, [(b"x-request-id", request_id(scope).encode())])
+            await send_error(send, exc)
             return
         await self.app(scope, receive, send)
 
@@ -204,11 +198,11 @@ class StatefulMiddleware:
         resolved = await self._resolve_references(ctx, owner, own) if _has_references(own) else own
         if chain or resolved is not own:
             rewritten["input"] = [*chain, *resolved]
-            ctx.extra[_EXPANDED] = "chain" if chain else "references"
+            ctx.expanded = "chain" if chain else "references"
         if rewritten:
             ctx.body = {**body, **rewritten}
         if store_flag is not False and self.store.enabled:
-            ctx.extra[RESPONSE_HOOK] = self._hook(ctx, owner(), resolved, parent)
+            ctx.on_answer = self._hook(ctx, owner(), resolved, parent)
 
     async def _chain(self, record: StoredResponse) -> list[Any]:
         """The items of ``record``'s chain up to and including it: each response's input, then its output."""
@@ -240,7 +234,7 @@ class StatefulMiddleware:
             targets = channel_targets(candidate.channel.name, candidate.channel.api_keys)
             if any(tid == record.target for _, tid in targets):
                 ctx.candidates = [candidate]
-                ctx.extra[PINNED_TARGET] = record.target
+                ctx.pinned_target = record.target
                 return
         raise InvalidRequestError(
             f"Previous response '{record.id}' is held by channel '{record.channel}' with a key that does not "
@@ -275,7 +269,7 @@ class StatefulMiddleware:
             out.append(item)
         return out
 
-    def _hook(self, ctx: RequestContext, owner: str, own: list[Any], parent: StoredResponse | None) -> ResponseHook:
+    def _hook(self, ctx: RequestContext, owner: str, own: list[Any], parent: StoredResponse | None) -> AnswerHook:
         store = self.store
 
         async def save(response: dict[str, Any], upstream_id: Any) -> None:
@@ -341,7 +335,7 @@ class ChainAttemptMiddleware:
                 raw = body.get("input")
                 items: list[Any] = raw if isinstance(raw, list) else []
                 envelopes = _any_gateway_reasoning(items)
-                chained = ctx.extra.get(_EXPANDED) == "chain" and "previous_response_id" in body
+                chained = ctx.expanded == "chain" and "previous_response_id" in body
                 if envelopes or chained:
                     body = dict(body)
                     if chained:
