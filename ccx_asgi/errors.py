@@ -13,7 +13,6 @@ failover layer acts on.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import orjson
 

@@ -31,7 +31,6 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +106,6 @@ def client_owner(scope: Scope, keys: KeySet | None) -> str:
                 return owner_fingerprint(value)
         return owner_fingerprint(None)
     return owner_fingerprint(presented[0][1] if presented else None)
-
 
 
 async def before_answer(ctx: RequestContext, response: Any, upstream_id: Any = None) -> None:
