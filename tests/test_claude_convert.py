@@ -459,3 +459,16 @@ def test_options_are_read_from_the_channel_once_per_channel_config() -> None:
     )
     out = to_request({"model": "m", "input": "hi", "reasoning": {"effort": "high"}}, model="claude-x", options=options)
     assert out["max_tokens"] == 4096 and out["thinking"] == {"type": "enabled", "budget_tokens": 4095}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("prompt", {"id": "pmpt_1"}), ("conversation", "conv_1"), ("background", True), ("background", "yes")],
+)
+def test_fields_whose_state_lives_at_openai_are_a_400(field: str, value: Any) -> None:
+    # The converter on its own refuses them too (the stateful layer filters them in the app), so a
+    # host that composes its own pipeline never gets an answer that ignored one.
+    with pytest.raises(InvalidRequestError) as caught:
+        to_request({"model": "m", "input": "x", field: value}, model="claude-sonnet-4-5")
+    assert caught.value.param == field and caught.value.status == 400
+    assert "background" not in convert({"model": "m", "input": "x", "background": False})

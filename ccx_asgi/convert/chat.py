@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from ccx_asgi.convert.common import ConversionError, PerChannel, check_parts, content_parts, debug_once
+from ccx_asgi.convert.common import (
+    ConversionError,
+    PerChannel,
+    check_parts,
+    content_parts,
+    debug_once,
+    reject_openai_state,
+)
 from ccx_asgi.convert.events import ResponseStream, new_id, usage_dict
 from ccx_asgi.convert.reasoning_codec import decode_chat_reasoning, encode_chat_reasoning
 from ccx_asgi.convert.tools import (
@@ -66,13 +73,6 @@ _LOGPROBS_INCLUDE = "message.output_text.logprobs"
 # The delta fields of nearly every chunk; anything else (refusal, annotations, function_call,
 # reasoning_details) takes the slower path, so plain text streams pay nothing for the rare fields.
 _COMMON_DELTA = frozenset({"role", "content", "reasoning_content", "reasoning", "tool_calls"})
-# Request fields whose meaning lives at OpenAI (stored state, background jobs): no Chat upstream can
-# honour them, so they are a 400 naming the field rather than an answer that ignores them.
-_OPENAI_STATE = {
-    "prompt": "prompt templates are stored at OpenAI; send the prompt as instructions and input",
-    "conversation": "conversations are stored at OpenAI; send the history as input items",
-    "background": "background responses are not available on this channel; stream the request instead",
-}
 # The stream index given to a legacy ``function_call`` (pre-tools API): never a real tool_calls index.
 _LEGACY_CALL = -1
 
@@ -356,9 +356,7 @@ def to_request(
     upstream can take (an uploaded ``file_id`` …) and when nothing is left to send.
     """
     options = options or _DEFAULT_OPTIONS
-    for name, reason in _OPENAI_STATE.items():
-        if body.get(name) not in (None, False):
-            raise InvalidRequestError(f"{name}: {reason}.", param=name, code="unsupported_parameter")
+    reject_openai_state(body)
     catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(body))
     check_parts(body.get("input"), _part_problem)
     messages = chat_messages(body.get("instructions"), body.get("input"), reasoning_content=options.reasoning_content)

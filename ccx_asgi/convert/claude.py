@@ -37,6 +37,7 @@ from ccx_asgi.convert.common import (
     debug_once,
     input_items,
     parse_data_url,
+    reject_openai_state,
 )
 from ccx_asgi.convert.effort import DEFAULT_THINKING_BUDGETS, MIN_THINKING_BUDGET, reasoning_effort
 from ccx_asgi.convert.events import ResponseStream, usage_dict
@@ -501,10 +502,11 @@ def to_request(
 
     ``catalog`` is the body's :class:`ToolCatalog` when the caller already built it (it is needed
     again to translate the answer); ``options`` are the channel's :class:`ClaudeOptions`. Raises
-    :class:`~ccx_asgi.errors.InvalidRequestError` when nothing is left to send.
-    The input is not mutated.
+    :class:`~ccx_asgi.errors.InvalidRequestError` when nothing is left to send, and for a field whose
+    state lives at OpenAI (``prompt``, ``conversation``, ``background``). The input is not mutated.
     """
     options = options or _DEFAULT_OPTIONS
+    reject_openai_state(body)
     catalog = catalog if catalog is not None else ToolCatalog.from_tools(request_tools(body))
     check_parts(input_items(body.get("input")), _part_problem)
     instructions = body.get("instructions")

@@ -15,7 +15,7 @@ Effort levels and thinking limits live in :mod:`ccx_asgi.convert.effort`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ccx_asgi.errors import InvalidRequestError
@@ -32,8 +32,11 @@ __all__ = [
     "content_parts",
     "debug_once",
     "input_items",
+    "openai_state_fields",
     "parse_data_url",
+    "reject_openai_state",
     "unresolved_file",
+    "wants_background",
 ]
 
 logger = logging.getLogger("ccx_asgi.convert")
@@ -42,6 +45,40 @@ PartKind = Literal["text", "image", "file", "audio", "other"]
 #: ``(role, part) -> why the channel cannot send it`` (``None`` when it can); ``role`` is ``"tool"``
 #: for the parts of a tool output.
 PartProblem = Callable[[str, dict[str, Any]], str | None]
+
+#: Request fields whose state lives at OpenAI, with why no converted channel can honour them. The one
+#: list: the stateful layer keeps only native candidates for them, and the converters refuse them.
+OPENAI_STATE_FIELDS: Mapping[str, str] = {
+    "prompt": "prompt templates are stored at OpenAI; send the prompt as instructions and input",
+    "conversation": "conversations are stored at OpenAI; send the history as input items",
+    "background": "background responses are not available on this channel; stream the request instead",
+}
+
+
+def wants_background(body: Mapping[str, Any]) -> bool:
+    """Whether the request asks for a background response; 400 ``invalid_type`` unless ``background``
+    is a boolean (or absent/null). The one check of the field for every channel kind."""
+    value = body.get("background")
+    if value is None or value is False:
+        return False
+    if value is True:
+        return True
+    raise InvalidRequestError("'background' must be a boolean.", param="background", code="invalid_type")
+
+
+def openai_state_fields(body: Mapping[str, Any]) -> list[str]:
+    """The fields of :data:`OPENAI_STATE_FIELDS` that ``body`` sets (``background`` only when true)."""
+    fields = ["background"] if wants_background(body) else []
+    fields.extend(name for name in ("conversation", "prompt") if body.get(name) is not None)
+    return fields
+
+
+def reject_openai_state(body: Mapping[str, Any]) -> None:
+    """Raise a 400 naming the first :data:`OPENAI_STATE_FIELDS` field ``body`` sets: a converter
+    must never answer as if it had honoured one."""
+    for name in openai_state_fields(body):
+        raise InvalidRequestError(f"{name}: {OPENAI_STATE_FIELDS[name]}.", param=name, code="unsupported_parameter")
+
 
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
 _logged: set[str] = set()

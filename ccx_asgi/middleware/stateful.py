@@ -29,7 +29,7 @@ channels can read those).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import SecretStr
@@ -37,7 +37,7 @@ from pydantic import SecretStr
 from ccx_asgi.breaker import channel_targets, target_id
 from ccx_asgi.context import AnswerHook, RequestContext, get_context
 from ccx_asgi.convert.claude import REASONING_PREFIX as CLAUDE_REASONING_PREFIX
-from ccx_asgi.convert.common import input_items
+from ccx_asgi.convert.common import input_items, openai_state_fields, wants_background
 from ccx_asgi.convert.reasoning_codec import CHAT_REASONING_PREFIX
 from ccx_asgi.errors import CCXError, InvalidRequestError, NotFoundError, send_error
 from ccx_asgi.keys import KeySet
@@ -76,31 +76,12 @@ def speaks_responses(channel: ChannelConfig) -> bool:
     return channel.service_type in ("responses", "demo")
 
 
-def wants_background(body: Mapping[str, Any]) -> bool:
-    """Whether the request asks for a background response; 400 ``invalid_type`` unless ``background``
-    is a boolean (or absent/null). The one check of the field for every channel kind."""
-    value = body.get("background")
-    if value is None or value is False:
-        return False
-    if value is True:
-        return True
-    raise InvalidRequestError("'background' must be a boolean.", param="background", code="invalid_type")
-
-
 def _not_found(response_id: str, why: str = "") -> InvalidRequestError:
     return InvalidRequestError(
         f"Previous response with id '{response_id}' not found.{why}",
         param="previous_response_id",
         code="previous_response_not_found",
     )
-
-
-def _unsupported_fields(body: dict[str, Any]) -> list[str]:
-    fields = ["background"] if wants_background(body) else []
-    for name in ("conversation", "prompt"):
-        if body.get(name) is not None:
-            fields.append(name)
-    return fields
 
 
 def _has_references(items: list[Any]) -> bool:
@@ -155,7 +136,7 @@ class StatefulMiddleware:
 
     async def _prepare(self, ctx: RequestContext, owner: Callable[[], str]) -> None:
         body = ctx.body
-        for name in _unsupported_fields(body):
+        for name in openai_state_fields(body):
             self._natives_only(
                 ctx,
                 InvalidRequestError(
