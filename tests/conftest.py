@@ -39,18 +39,17 @@ AppFactory = Callable[..., CCXApp]
 
 
 @pytest.fixture
-def upstream_via_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Send upstream requests through httpx, for tests whose upstream is a respx mock.
-
-    respx intercepts httpx only; the fast client (the default) is tested over real sockets in
-    ``tests/test_http1.py`` and ``tests/test_fast_client_app.py``.
+def upstream_via_httpx() -> None:
+    """Apps built by ``make_app`` get httpx's own transport (``transport=`` seam), for tests whose
+    upstream is a respx mock: respx intercepts that transport. The default (aiohttp) transport is
+    tested over real sockets in ``tests/test_upstream_client.py`` and ``tests/test_hostile_upstream.py``.
     """
-    monkeypatch.setenv("CCX_UPSTREAM_CLIENT", "httpx")
 
 
 @pytest.fixture
-def make_app() -> AppFactory:
+def make_app(request: pytest.FixtureRequest) -> AppFactory:
     """Build an app from channel dicts and setting overrides (proxy key set by default)."""
+    respx_tests = "upstream_via_httpx" in request.fixturenames
 
     def build(
         channels: list[dict[str, Any]] | None = None,
@@ -63,6 +62,8 @@ def make_app() -> AppFactory:
             channels=[ChannelConfig.model_validate(c) for c in (channels if channels is not None else [channel()])],
             **overrides,
         )
+        if transport is None and respx_tests:
+            transport = httpx.AsyncHTTPTransport()
         return create_app(settings, transport=transport)
 
     return build
