@@ -384,14 +384,14 @@ class Pool:
     """One aiohttp connection pool of :class:`AiohttpTransport`: a channel's, or the default one.
 
     ``limit`` bounds the connections (in use and idle) of the pool; ``ssl`` is the TLS context its
-    connections verify with; ``proxy`` (with ``proxy_auth``) where they tunnel through;
+    connections verify with; ``proxy`` (with ``proxy_headers``, its credentials) where they tunnel through;
     ``write_timeout`` (seconds) how long the upstream may leave sent bytes unacknowledged.
     """
 
     limit: int = 256
     ssl: ssl.SSLContext | None = None
     proxy: yarl.URL | None = None
-    proxy_auth: aiohttp.BasicAuth | None = None
+    proxy_headers: dict[str, str] | None = None
     write_timeout: float | None = None
 
 
@@ -502,7 +502,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=data,
                 allow_redirects=False,
                 proxy=pool.proxy,
-                proxy_auth=pool.proxy_auth,
+                proxy_headers=pool.proxy_headers,
                 # Reads are bounded by the caller's asyncio deadlines (one timer per stream rather
                 # than aiohttp's per-read timer); connecting and the pool wait are bounded here.
                 timeout=aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect, sock_read=None),
@@ -536,6 +536,10 @@ def default_ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     cafile = os.environ.get("SSL_CERT_FILE") or certifi.where()
     capath = os.environ.get("SSL_CERT_DIR") or None
     return ssl.create_default_context(cafile=cafile, capath=capath)
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def _no_proxy(host: str, no_proxy: str) -> bool:
@@ -692,7 +696,7 @@ class Upstream:
         if proxy:
             parsed = yarl.URL(proxy)
             if parsed.user is not None:
-                pool.proxy_auth = aiohttp.BasicAuth(parsed.user, parsed.password or "")
+                pool.proxy_headers = {"Proxy-Authorization": _basic(parsed.user, parsed.password or "")}
             pool.proxy = parsed.with_user(None)
         timeout = httpx.Timeout(
             connect=channel.connect_timeout,
@@ -732,9 +736,7 @@ class Upstream:
             parsed = httpx.URL(url)
             basic = None
             if parsed.userinfo:
-                user = unquote(parsed.username)
-                secret = unquote(parsed.password)
-                basic = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+                basic = _basic(unquote(parsed.username), unquote(parsed.password))
                 parsed = parsed.copy_with(username=None, password=None)
             target = self._urls[url] = _Target(parsed, yarl.URL(str(parsed), encoded=True), basic)
         return target
@@ -784,7 +786,16 @@ class Upstream:
             raise UpstreamConnectError(f"channel {channel.name!r}: cannot send the request ({exc})") from None
         response.extensions[_DEADLINE] = deadline
         try:
-            if response.status_code >= 300:
+            status = response.status_code
+            if status < 200:
+                # 1xx answers are skipped by the transport; what is left is a 101 protocol switch.
+                raise UpstreamStatusError(
+                    f"channel {channel.name!r}: upstream answered HTTP {status} (a protocol switch the gateway "
+                    "never asked for)",
+                    retryable=True,
+                    upstream_status=status,
+                )
+            if status >= 300:
                 raise await self._status_error(attempt, response)
             yield response
         finally:
