@@ -98,13 +98,16 @@ def _app(variant: str, upstream: str) -> Any:
 
         from ccx_asgi.upstream import AiohttpTransport
 
-        ccx_client = httpx.AsyncClient(base_url=upstream, transport=AiohttpTransport(), trust_env=False)
+        ccx_client = httpx.AsyncClient(transport=AiohttpTransport(), trust_env=False)
+        urls: dict[str, httpx.URL] = {}
 
         async def relay_ccx_client(scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] != "http":
                 return
             body = await _read_body(receive)
-            request = ccx_client.build_request("POST", scope["path"], content=body, headers=dict(_JSON_STR))
+            url = urls.get(scope["path"]) or urls.setdefault(scope["path"], httpx.URL(upstream + scope["path"]))
+            # As ccx_asgi.upstream sends: a prebuilt URL, an httpx.Request without the client's merging.
+            request = httpx.Request("POST", url, content=body, headers=_JSON_STR)
             response = await ccx_client.send(request, stream=True)
             await _forward(send, response, response.aiter_raw())
 
