@@ -219,8 +219,8 @@ class ChannelConfig(BaseModel):
         base, _, base_query = self.base_url.partition("?")
         if not _VERSION_SEGMENT.search(base):
             base += "/v1"
-        query = "&".join(q for q in (base_query, query) if q)
-        return f"{base}{endpoint}?{query}" if query else base + endpoint
+        joined = "&".join(q for q in (base_query, query) if q) if base_query or query else ""
+        return f"{base}{endpoint}?{joined}" if joined else base + endpoint
 
 
 def _split_csv(value: Any) -> Any:

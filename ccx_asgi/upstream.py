@@ -232,13 +232,14 @@ class _IdleWatch:
     read would be late. Time the reader spends outside a read (the client being slow) never counts.
     """
 
-    __slots__ = ("deadline", "handle", "idle", "loop", "since")
+    __slots__ = ("deadline", "fired", "handle", "idle", "loop", "since")
 
     def __init__(self, deadline: asyncio.Timeout, idle: float) -> None:
         self.loop = asyncio.get_running_loop()
         self.deadline = deadline
         self.idle = idle
         self.since: float | None = None
+        self.fired = False
         self.handle: asyncio.TimerHandle | None = self.loop.call_at(self.loop.time() + idle, self._check)
 
     def _check(self) -> None:
@@ -246,6 +247,7 @@ class _IdleWatch:
         since = self.since
         if since is not None and now - since >= self.idle:
             self.handle = None
+            self.fired = True
             self.deadline.reschedule(now)
             return
         self.handle = self.loop.call_at((now if since is None else since) + self.idle, self._check)
@@ -845,19 +847,26 @@ class Upstream:
             upstream_status=status,
         )
 
-    async def iter_bytes(self, attempt: Attempt, response: UpstreamResponse) -> AsyncIterator[bytes]:
+    async def iter_bytes(
+        self, attempt: Attempt, response: UpstreamResponse, *, deadline: float | None = None
+    ) -> AsyncIterator[bytes]:
         """The response body as it arrives, with read failures mapped to upstream errors.
 
-        The channel's own secrets are replaced by ``[redacted]`` on the way (upstreams that echo
-        request headers into error events would otherwise hand the key to the client).
+        Each read may wait ``idle_timeout``; ``deadline`` (loop time) bounds the whole body
+        (:meth:`read_json` passes the request's ``first_byte_timeout`` deadline). The channel's own
+        secrets are replaced by ``[redacted]`` on the way (upstreams that echo request headers into
+        error events would otherwise hand the key to the client).
         """
-        name = attempt.channel.name
-        idle = attempt.channel.idle_timeout
+        channel = attempt.channel
+        idle = channel.idle_timeout
         redactor = _Redactor(_attempt_secrets(attempt))
         chunks = response.aiter_bytes()
+        watch: _IdleWatch | None = None
         try:
-            async with asyncio.timeout(None) as deadline:
-                watch = _IdleWatch(deadline, idle)
+            # One deadline object for the whole body: the idle watchdog pulls it in when a read
+            # has waited ``idle`` seconds, and ``deadline`` (if any) is its own expiry.
+            async with asyncio.timeout_at(deadline) as timeout:
+                watch = _IdleWatch(timeout, idle)
                 try:
                     while True:
                         watch.since = watch.loop.time()
@@ -875,12 +884,17 @@ class Upstream:
                 finally:
                     watch.stop()
         except (TimeoutError, httpx.TimeoutException):
+            if watch is not None and watch.fired:
+                raise UpstreamTimeoutError(
+                    f"channel {channel.name!r}: upstream went idle for more than {idle:g}s (idle_timeout)"
+                ) from None
             raise UpstreamTimeoutError(
-                f"channel {name!r}: upstream went idle for more than {idle:g}s (idle_timeout)"
+                f"channel {channel.name!r}: the upstream's answer was not complete within "
+                f"{channel.first_byte_timeout:g}s of the request (first_byte_timeout)"
             ) from None
         except httpx.HTTPError as exc:
             raise UpstreamConnectError(
-                f"channel {name!r}: upstream connection failed mid-response {_describe(exc)}"
+                f"channel {channel.name!r}: upstream connection failed mid-response {_describe(exc)}"
             ) from None
         finally:
             # httpx hands out an async generator: close it here rather than leave it to the GC.
@@ -896,20 +910,13 @@ class Upstream:
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + channel.first_byte_timeout
         raw = bytearray()
-        try:
-            async with asyncio.timeout_at(deadline):
-                async for chunk in self.iter_bytes(attempt, response):
-                    raw += chunk
-                    if len(raw) > limit:
-                        raise UpstreamStatusError(
-                            f"channel {channel.name!r}: upstream response exceeds {limit} bytes",
-                            retryable=False,
-                        )
-        except TimeoutError:
-            raise UpstreamTimeoutError(
-                f"channel {channel.name!r}: the upstream's answer was not complete within "
-                f"{channel.first_byte_timeout:g}s of the request (first_byte_timeout)"
-            ) from None
+        async for chunk in self.iter_bytes(attempt, response, deadline=deadline):
+            raw += chunk
+            if len(raw) > limit:
+                raise UpstreamStatusError(
+                    f"channel {channel.name!r}: upstream response exceeds {limit} bytes",
+                    retryable=False,
+                )
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
