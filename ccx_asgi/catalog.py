@@ -78,7 +78,7 @@ class ModelCatalog:
             # One refresh at a time: concurrent callers share it instead of fetching again, and none
             # waits for it longer than one fetch may take (the refresh itself is bounded by that too).
             task = self._refresh
-            if task is None or task.done():
+            if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
                 task = self._refresh = asyncio.ensure_future(self._refresh_stale(request_id))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._timeout):

@@ -271,7 +271,10 @@ class CCXSettings(BaseSettings):
     )
     models_cache_ttl: float = Field(default=60.0, ge=0, description="Seconds an upstream model list is cached.")
     models_fetch_timeout: float = Field(
-        default=3.0, gt=0, description="Seconds to wait for an upstream model list before skipping it."
+        default=3.0,
+        gt=0,
+        description="Seconds an upstream model list may take in all (connect, head, body) before it is skipped; "
+        "no caller waits longer for a refresh under way.",
     )
     # upstream client: proxies, CAs and the connection pools (ccx_asgi.upstream)
     upstream_proxy: SecretStr | None = Field(

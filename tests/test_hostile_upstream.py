@@ -458,13 +458,15 @@ async def test_compression_bombs_keep_memory_bounded(
 # --- redirects -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
-async def test_redirects_are_never_followed(make_app: AppFactory, client_for: Any, status: int) -> None:
+async def test_redirects_are_never_followed(make_app: AppFactory, client_for: Any, status: int, stream: bool) -> None:
     async with RawUpstream(script(ok_answer)) as target:
         location = f"location: {target.url}/v1/responses"
         redirect = head(status, location, "content-length: 0")
         async with RawUpstream(script(lambda r: redirect)) as up:
-            response, _ = await ask(await gateway(make_app, client_for, up), False)
+            response, _ = await ask(await gateway(make_app, client_for, up), stream)
             assert response.status_code == 503
             assert f"HTTP {status}" in response.json()["error"]["message"]
+            assert_once(up)
         assert target.requests == []
