@@ -386,7 +386,8 @@ class Pool:
     """One aiohttp connection pool of :class:`AiohttpTransport`: a channel's, or the default one.
 
     ``limit`` bounds the connections (in use and idle) of the pool; ``ssl`` is the TLS context its
-    connections verify with; ``proxy`` (with ``proxy_headers``, its credentials) where they tunnel through;
+    connections verify with (unset: :func:`default_ssl_context`); ``proxy`` (with ``proxy_headers``,
+    its credentials) where they tunnel through;
     ``write_timeout`` (seconds) how long the upstream may leave sent bytes unacknowledged.
     """
 
@@ -434,7 +435,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, *, default: Pool | None = None, keepalive_expiry: float = 5.0) -> None:
-        self.default = default or Pool(ssl=default_ssl_context())
+        self._ssl: ssl.SSLContext | None = None
+        self.default = default or Pool()
         self.keepalive_expiry = keepalive_expiry
         self._sessions: dict[Pool, aiohttp.ClientSession] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -449,7 +451,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if session is None:
             connector = aiohttp.TCPConnector(
                 limit=pool.limit,
-                ssl=pool.ssl if pool.ssl is not None else True,
+                ssl=pool.ssl if pool.ssl is not None else self._default_ssl(),
                 keepalive_timeout=self.keepalive_expiry if self.keepalive_expiry > 0 else None,
                 force_close=self.keepalive_expiry <= 0,
                 socket_factory=_user_timeout_factory(pool.write_timeout),
@@ -462,6 +464,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 skip_auto_headers=("User-Agent",),
             )
         return session
+
+    def _default_ssl(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = default_ssl_context()
+        return self._ssl
 
     async def _abandon(self, loop: asyncio.AbstractEventLoop | None) -> None:
         sessions, self._sessions = self._sessions, {}
