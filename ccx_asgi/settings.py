@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import (
@@ -188,6 +189,14 @@ class ChannelConfig(BaseModel):
     def _check_upstream_client_fields(self) -> ChannelConfig:
         if "#" in self.base_url:
             raise ValueError(f"channel {self.name!r}: base_url must not have a #fragment (it is never sent)")
+        if self.base_url:
+            try:
+                parts = urlsplit(self.base_url)
+                parts.port  # noqa: B018 - raises ValueError for a port out of range
+            except ValueError:
+                raise ValueError(f"channel {self.name!r}: base_url has an invalid host or port") from None
+            if not parts.hostname:
+                raise ValueError(f"channel {self.name!r}: base_url has no host name")
         for header, value in self.headers.items():
             name = header.lower()
             if name in _FRAMING_HEADERS or name.startswith("proxy-"):

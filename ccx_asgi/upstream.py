@@ -794,8 +794,10 @@ class Upstream:
             raise UpstreamConnectError(
                 f"channel {channel.name!r}: could not reach the upstream {_describe(exc)}"
             ) from None
-        except ValueError as exc:  # a malformed base_url or channel header: configuration, named without values
-            raise UpstreamConnectError(f"channel {channel.name!r}: cannot send the request ({exc})") from None
+        except (ValueError, httpx.InvalidURL) as exc:  # configuration: named without values
+            raise UpstreamConnectError(
+                f"channel {channel.name!r}: cannot send the request ({type(exc).__name__})"
+            ) from None
         response.extensions[_DEADLINE] = deadline
         try:
             status = response.status_code
@@ -957,8 +959,8 @@ class Upstream:
             raise UpstreamTimeoutError(f"not complete within {within:g}s") from None
         except httpx.HTTPError as exc:
             raise UpstreamConnectError(_describe(exc).lstrip("(").replace(")", "", 1)) from None
-        except ValueError as exc:
-            raise UpstreamConnectError(f"cannot send the request ({exc})") from None
+        except (ValueError, httpx.InvalidURL) as exc:
+            raise UpstreamConnectError(f"cannot send the request ({type(exc).__name__})") from None
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:

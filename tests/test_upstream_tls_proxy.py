@@ -233,6 +233,8 @@ async def test_a_channel_authorization_wins_over_url_user_info(make_app: AppFact
     ("fields", "message"),
     [
         ({"base_url": "https://h.test/v1#frag"}, "fragment"),
+        ({"base_url": "https://h.test:99999/v1"}, "invalid host or port"),
+        ({"base_url": "https:///v1"}, "no host name"),
         ({"headers": {"Host": "evil.test"}}, "'Host'"),
         ({"headers": {"content-length": "5"}}, "'content-length'"),
         ({"headers": {"Transfer-Encoding": "chunked"}}, "'Transfer-Encoding'"),
