@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -22,6 +23,16 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("CCX_") or name in ("PROXY_ACCESS_KEY",):
             monkeypatch.delenv(name)
     return
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Callable[[], Any]]:
+    """The standard event loop; also uvloop for async tests in modules that set ``BOTH_LOOPS = True``."""
+    factories: dict[str, Callable[[], Any]] = {"asyncio": asyncio.new_event_loop}
+    if getattr(getattr(item, "module", None), "BOTH_LOOPS", False):
+        import uvloop
+
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
 
 
 def channel(name: str = "main", **fields: Any) -> dict[str, Any]:

@@ -18,6 +18,9 @@ import trustme
 from ccx_asgi.upstream import AiohttpTransport, Pool, default_ssl_context
 from tests.fakes.raw_upstream import Conn, RawRequest, RawUpstream, head, json_answer
 
+#: Standard loop and uvloop (``pytest_asyncio_loop_factories`` in ``tests/conftest.py``).
+BOTH_LOOPS = True
+
 
 def client(transport: AiohttpTransport) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5, connect=1))

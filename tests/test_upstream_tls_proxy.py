@@ -23,6 +23,9 @@ from tests.conftest import AppFactory, channel
 from tests.fakes.raw_upstream import Conn, ConnectProxy, RawRequest, RawUpstream, completed, json_answer, ok_answer
 from tests.sdk import validate_response
 
+#: Standard loop and uvloop (``pytest_asyncio_loop_factories`` in ``tests/conftest.py``).
+BOTH_LOOPS = True
+
 
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
