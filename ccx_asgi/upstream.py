@@ -441,6 +441,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._sessions: dict[Pool, aiohttp.ClientSession] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._urls: dict[str, yarl.URL] = {}
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
 
     async def _session(self, pool: Pool) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -496,8 +497,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         extensions = request.extensions
         pool = extensions.get("ccx_pool") or self.default
         session = await self._session(pool)
-        timeout = extensions.get("timeout") or {}
-        connect = timeout.get("connect")
+        connect = (extensions.get("timeout") or {}).get("connect")
+        timeout = self._timeouts.get(connect)
+        if timeout is None:
+            # Reads are bounded by the caller's asyncio deadlines (one timer per stream rather than
+            # aiohttp's per-read timer); connecting and the pool wait are bounded here.
+            timeout = self._timeouts[connect] = aiohttp.ClientTimeout(
+                total=None, connect=connect, sock_connect=connect, sock_read=None
+            )
         data: Any
         try:
             data = request.content or None
@@ -512,9 +519,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 proxy=pool.proxy,
                 proxy_headers=pool.proxy_headers,
-                # Reads are bounded by the caller's asyncio deadlines (one timer per stream rather
-                # than aiohttp's per-read timer); connecting and the pool wait are bounded here.
-                timeout=aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect, sock_read=None),
+                timeout=timeout,
             )
         except aiohttp.ClientError as exc:
             raise _map_error(exc, request) from None
