@@ -178,3 +178,14 @@ async def test_an_upstream_that_stops_reading_the_body_ends_the_request_at_write
         assert "write_timeout" in str(info.value)
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(("expiry", "connections"), [(5.0, 1), (0.0, 3)])
+async def test_keepalive_expiry_zero_means_a_connection_per_request(expiry: float, connections: int) -> None:
+    async def ok(conn: Conn, request: RawRequest) -> None:
+        await conn.send(json_answer({"ok": True}))
+
+    async with RawUpstream(ok) as up, client(AiohttpTransport(keepalive_expiry=expiry)) as c:
+        for _ in range(3):
+            assert (await c.get(up.url + "/x")).json() == {"ok": True}
+    assert len(up.conns) == connections
