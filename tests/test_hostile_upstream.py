@@ -208,6 +208,31 @@ async def test_a_stalled_channel_does_not_delay_a_healthy_one(make_app: AppFacto
         await asyncio.gather(*stalls, return_exceptions=True)
 
 
+async def test_a_full_channel_pool_fails_over_after_connect_timeout(make_app: AppFactory, client_for: Any) -> None:
+    async def stall(conn: Conn, request: RawRequest) -> None:
+        await conn.send(sse_head())
+        await conn.stall()
+
+    async with RawUpstream(stall) as bad, RawUpstream(script(ok_answer)) as good:
+        app = make_app(
+            [
+                channel("one-slot", base_url=bad.url + "/v1", max_connections=1, connect_timeout=0.3, idle_timeout=10),
+                channel("spare", base_url=good.url + "/v1"),
+            ]
+        )
+        client = client_for(app)
+        held = asyncio.create_task(client.post("/responses", json=body(True, "holds the slot"), timeout=30))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        response = await client.post("/responses", json=body(False, "second"), timeout=30)
+        assert response.status_code == 200
+        assert response.headers["x-ccx-channel"] == "spare"
+        assert 0.25 < time.monotonic() - started < 2.0
+        assert len(bad.conns) == 1
+        held.cancel()
+        await asyncio.gather(held, return_exceptions=True)
+
+
 # --- framing -------------------------------------------------------------------------------------
 
 
@@ -218,7 +243,8 @@ async def test_two_answers_glued_in_one_packet_are_never_served_to_another_reque
         return json_answer(completed(f"answer to {request.json()['input']}")) + json_answer(completed("GLUED"))
 
     async with RawUpstream(script(glued)) as up:
-        client = await gateway(make_app, client_for, up)
+        app = make_app([hostile("glued", up.url)])
+        client = client_for(app)
         for n in range(3):
             response, _ = await ask(client, False, f"q{n}")
             assert response.status_code == 200
@@ -226,6 +252,8 @@ async def test_two_answers_glued_in_one_packet_are_never_served_to_another_reque
         assert_once(up)
         # The leftover bytes made each connection unusable: every request got its own.
         assert len(up.conns) == 3
+        await app.aclose()
+        assert await up.all_closed()
 
 
 @pytest.mark.parametrize(
