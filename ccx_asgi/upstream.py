@@ -624,6 +624,7 @@ class _Target:
     url: httpx.URL
     aiohttp_url: yarl.URL
     basic: str | None
+    host: tuple[str, str]
 
 
 @dataclass(slots=True)
@@ -752,7 +753,8 @@ class Upstream:
             if parsed.userinfo:
                 basic = _basic(unquote(parsed.username), unquote(parsed.password))
                 parsed = parsed.copy_with(username=None, password=None)
-            target = self._urls[url] = _Target(parsed, yarl.URL(str(parsed), encoded=True), basic)
+            host = ("host", parsed.netloc.decode("ascii"))
+            target = self._urls[url] = _Target(parsed, yarl.URL(str(parsed), encoded=True), basic, host)
         return target
 
     def _request(
@@ -766,6 +768,10 @@ class Upstream:
         final = _last_wins([_ACCEPT_ENCODING, *headers])
         if target.basic is not None and not any(name.lower() == "authorization" for name, _ in final):
             final.append(("authorization", target.basic))
+        # Given here, httpx need not add them (a search and a copy of the header list each).
+        final.append(target.host)
+        if body is not None:
+            final.append(("content-length", str(len(body))))
         extensions = {"timeout": route.timeout, "ccx_pool": route.pool, "ccx_url": target.aiohttp_url}
         return httpx.Request(method, target.url, headers=final, content=body, extensions=extensions)
 
