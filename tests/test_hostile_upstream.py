@@ -269,6 +269,10 @@ async def test_two_answers_glued_in_one_packet_are_never_served_to_another_reque
             id="conflicting-lengths",
         ),
         pytest.param(
+            head(200, "content-type: application/json", "content-length: 7", "content-length: 7") + b'{"a":1}',
+            id="duplicate-length",
+        ),
+        pytest.param(
             head(200, "content-type: application/json", "content-length: 7, 9") + b'{"a":1}xx', id="length-list"
         ),
         pytest.param(
