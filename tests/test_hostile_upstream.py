@@ -175,26 +175,36 @@ async def test_stream_stalled_after_the_first_event_ends_with_response_failed(
         assert_once(up)
 
 
-async def test_a_stalled_channel_does_not_delay_a_healthy_one(make_app: AppFactory, client_for: Any) -> None:
+@pytest.mark.parametrize(("limit", "count"), [(8, 40), (None, 300)], ids=["8-slots", "default-256-slots"])
+async def test_a_stalled_channel_does_not_delay_a_healthy_one(
+    make_app: AppFactory, client_for: Any, limit: int | None, count: int
+) -> None:
+    """More stalled requests than the stalled channel has connections: the healthy channel's pool
+    is its own (before, 520 stalls exhausted one shared 512-slot pool for every channel)."""
+
     async def stall(conn: Conn, request: RawRequest) -> None:
         await conn.send(head(200, "content-type: text/event-stream", "transfer-encoding: chunked"))
         await conn.stall()
 
+    slots = {} if limit is None else {"max_connections": limit}
     async with RawUpstream(stall) as bad, RawUpstream(script(ok_answer)) as good:
         app = make_app(
             [
-                channel("stalled", base_url=bad.url + "/v1", models=["slow"], idle_timeout=5, max_connections=8),
+                channel("stalled", base_url=bad.url + "/v1", models=["slow"], idle_timeout=10, **slots),
                 channel("healthy", base_url=good.url + "/v1", models=["fast"]),
             ]
         )
+        limit = limit or 256
         client = client_for(app)
         stalls = [
             asyncio.create_task(
                 client.post("/responses", json={"model": "slow", "input": "x", "stream": True}, timeout=30)
             )
-            for _ in range(40)
+            for _ in range(count)
         ]
-        await asyncio.sleep(0.3)  # every stalled channel connection is open (8) and 32 requests wait for one
+        # Every connection the stalled channel may have is open, and the rest of its requests wait.
+        async with asyncio.timeout(5):
+            await bad.connections(limit)
         started = time.monotonic()
         answers = await asyncio.gather(
             *(client.post("/responses", json={"model": "fast", "input": f"q{n}"}, timeout=30) for n in range(20))
@@ -202,7 +212,7 @@ async def test_a_stalled_channel_does_not_delay_a_healthy_one(make_app: AppFacto
         took = time.monotonic() - started
         assert [a.status_code for a in answers] == [200] * 20
         assert took < 2.0, f"the healthy channel waited {took:.2f}s behind the stalled one"
-        assert len(bad.conns) <= 8, "the stalled channel opened more connections than its max_connections"
+        assert len(bad.conns) == limit, "the stalled channel opened more connections than its max_connections"
         for task in stalls:
             task.cancel()
         await asyncio.gather(*stalls, return_exceptions=True)

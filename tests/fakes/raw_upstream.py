@@ -97,6 +97,7 @@ class RawUpstream:
         self.requests: list[RawRequest] = []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._accepted = asyncio.Condition()
         self.port = 0
 
     @property
@@ -121,6 +122,8 @@ class RawUpstream:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Conn(reader, writer)
         self.conns.append(conn)
+        async with self._accepted:
+            self._accepted.notify_all()
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -144,6 +147,11 @@ class RawUpstream:
             conn.closed.set()
             writer.transport.abort()
             self._tasks.discard(task)
+
+    async def connections(self, count: int) -> None:
+        """Wait until ``count`` connections have been accepted."""
+        async with self._accepted:
+            await self._accepted.wait_for(lambda: len(self.conns) >= count)
 
     async def all_closed(self, within: float = 2.0) -> bool:
         """Whether the gateway has closed every connection it opened here (within ``within`` seconds)."""
