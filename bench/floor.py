@@ -6,13 +6,16 @@ arms interleaved, like ``python -m bench``):
 
 - ``starlette+httpx``: ``bench/relay.py``, the issue's yardstick;
 - ``asgi+httpx``: a raw ASGI relay on the same httpx client (what Starlette costs);
-- ``asgi+http1``: a raw ASGI relay on ``ccx_asgi.http1`` (what httpx costs; the floor ccx sits on);
+- ``asgi+ccx-client``: a raw ASGI relay on ccx's upstream client, an ``httpx.AsyncClient`` on
+  ``ccx_asgi.upstream.AiohttpTransport`` (the floor ccx sits on);
+- ``asgi+aiohttp``: a raw ASGI relay on a plain ``aiohttp.ClientSession`` (what the httpx layer of
+  ccx's client costs);
 - ``asgi-only``: a raw ASGI app that parses the body and answers precomputed bytes with no upstream
   call (what one more uvicorn hop costs);
 - ``ccx``: ``python -m ccx_asgi``, ``POST /v1/responses`` converted to Chat.
 
-``ccx`` minus ``asgi+http1`` is what the gateway's own work costs (auth, parsing and converting the
-request and the answer, failover, the request log). Run ``python -m bench.floor [--kind codex]
+``ccx`` minus ``asgi+ccx-client`` is what the gateway's own work costs (auth, parsing and converting
+the request and the answer, failover, the request log). Run ``python -m bench.floor [--kind codex]
 [--stream] [--rounds N]``; a relay alone is ``python -m bench.floor --serve VARIANT --port N
 --upstream URL``.
 """
@@ -25,7 +28,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-VARIANTS = ("starlette+httpx", "asgi+httpx", "asgi+http1", "asgi-only")
+VARIANTS = ("starlette+httpx", "asgi+httpx", "asgi+ccx-client", "asgi+aiohttp", "asgi-only")
 _CCX_KEY = "sk-floor-" + "0" * 24
 _JSON_STR = [("content-type", "application/json")]
 
@@ -90,25 +93,46 @@ def _app(variant: str, upstream: str) -> Any:
             await _forward(send, response, response.aiter_raw())
 
         return relay_httpx
-    if variant == "asgi+http1":
-        from ccx_asgi import http1
+    if variant == "asgi+ccx-client":
+        import httpx
 
-        pool: list[http1.Pool] = []  # made on the server's loop
-        targets: dict[str, http1.Target] = {}
+        from ccx_asgi.upstream import AiohttpTransport
 
-        async def relay_http1(scope: Any, receive: Any, send: Any) -> None:
+        ccx_client = httpx.AsyncClient(transport=AiohttpTransport(), trust_env=False)
+        urls: dict[str, httpx.URL] = {}
+
+        async def relay_ccx_client(scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] != "http":
                 return
-            if not pool:
-                pool.append(http1.Pool())
             body = await _read_body(receive)
-            target = targets.get(scope["path"])
-            if target is None:
-                target = targets[scope["path"]] = http1.Target.parse(upstream + scope["path"])
-            response = await pool[0].request("POST", target, _JSON_STR, body, connect_timeout=10, write_timeout=10)
-            await _forward(send, response, response.aiter_bytes())
+            url = urls.get(scope["path"]) or urls.setdefault(scope["path"], httpx.URL(upstream + scope["path"]))
+            # As ccx_asgi.upstream sends: a prebuilt URL, an httpx.Request without the client's merging.
+            request = httpx.Request("POST", url, content=body, headers=_JSON_STR)
+            response = await ccx_client.send(request, stream=True)
+            await _forward(send, response, response.aiter_raw())
 
-        return relay_http1
+        return relay_ccx_client
+    if variant == "asgi+aiohttp":
+        import aiohttp
+
+        sessions: list[aiohttp.ClientSession] = []  # made on the server's loop
+
+        async def relay_aiohttp(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            if not sessions:
+                sessions.append(aiohttp.ClientSession(base_url=upstream, cookie_jar=aiohttp.DummyCookieJar()))
+            body = await _read_body(receive)
+            response = await sessions[0].post(scope["path"], data=body, headers=dict(_JSON_STR))
+            try:
+                await send(_start(response.status, response.headers["content-type"].encode()))
+                async for chunk in response.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            finally:
+                response.release()
+            await send({"type": "http.response.body", "body": b""})
+
+        return relay_aiohttp
     raise SystemExit(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
 
 
@@ -177,9 +201,11 @@ def main() -> None:
             continue
         added = "-" if name == "direct" else f"{(row['p50'] - base) * 1000:.3f}"
         print(f"| {name} | {row['p50'] * 1000:.3f} | {added} | {row['p99'] * 1000:.3f} | {row['errors']} |")
-    if all(results.get(k, {}).get("n") for k in ("ccx", "asgi+http1")):
-        own = (results["ccx"]["p50"] - results["asgi+http1"]["p50"]) * 1000
-        print(f"ccx's own work (ccx - asgi+http1): {own:.3f} ms")
+    if all(results.get(k, {}).get("n") for k in ("ccx", "asgi+ccx-client", "asgi+aiohttp")):
+        own = (results["ccx"]["p50"] - results["asgi+ccx-client"]["p50"]) * 1000
+        layer = (results["asgi+ccx-client"]["p50"] - results["asgi+aiohttp"]["p50"]) * 1000
+        print(f"ccx's own work (ccx - asgi+ccx-client): {own:.3f} ms")
+        print(f"the httpx layer of ccx's client (asgi+ccx-client - asgi+aiohttp): {layer:.3f} ms")
     sys.stdout.flush()
 
 

@@ -109,10 +109,16 @@ class CCXApp:
 
         self.settings = settings
         self.channels = ordered_channels(settings.channels)
-        self.upstream = Upstream(transport=transport, demo_transport=DemoTransport(), client=settings.upstream_client)
+        self.upstream = Upstream(
+            transport=transport,
+            demo_transport=DemoTransport(),
+            proxy=settings.upstream_proxy.get_secret_value() if settings.upstream_proxy else None,
+            trust_env=settings.upstream_trust_env,
+            keepalive_expiry=settings.upstream_keepalive_expiry,
+        )
         self.catalog = ModelCatalog(
             self.channels,
-            lambda: self.upstream.client,
+            self.upstream,
             fetch=settings.models_from_upstream,
             ttl=settings.models_cache_ttl,
             timeout=settings.models_fetch_timeout,

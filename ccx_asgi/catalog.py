@@ -5,50 +5,54 @@ never need the network) followed by each upstream's own list, fetched lazily on 
 kept for ``ttl`` seconds. Upstream lists are filtered by the channel's allowlist. A slow or failing
 upstream never fails ``/models``: it is skipped (and remembered as empty for the TTL, so a dead
 upstream does not slow every call) and a warning is logged.
+
+Each list is fetched through :meth:`Upstream.get_json <ccx_asgi.upstream.Upstream.get_json>` (the
+channel's own pool, proxy and CA) within ``timeout`` seconds in all. One refresh runs at a time and
+callers share it, but none waits for it longer than ``timeout``: a caller that would is answered
+with what is cached.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import httpx
-import orjson
-
 from ccx_asgi.channels.demo import demo_models
+from ccx_asgi.errors import UpstreamError
 from ccx_asgi.routing import Allowlist, public_models
 from ccx_asgi.settings import ChannelConfig
+from ccx_asgi.upstream import Upstream
 
 __all__ = ["ModelCatalog"]
 
 logger = logging.getLogger("ccx_asgi.models")
 
 _MAX_LIST_BYTES = 4 * 1024 * 1024
-_ANTHROPIC_VERSION = "2023-06-01"
 
 
 class ModelCatalog:
     """Builds the ``/models`` answer for ``channels`` (enabled, in priority order).
 
-    ``client`` returns the shared ``httpx.AsyncClient``; ``fetch`` turns upstream lists off;
-    ``ttl`` and ``timeout`` are in seconds.
+    ``upstream`` is the app's :class:`~ccx_asgi.upstream.Upstream`; ``fetch`` turns upstream lists
+    off; ``ttl`` and ``timeout`` are in seconds.
     """
 
     def __init__(
         self,
         channels: Sequence[ChannelConfig],
-        client: Callable[[], httpx.AsyncClient],
+        upstream: Upstream,
         *,
         fetch: bool = True,
         ttl: float = 60.0,
         timeout: float = 3.0,
     ) -> None:
-        self._client = client
+        self._upstream = upstream
         self._ttl = ttl
-        self._timeout = httpx.Timeout(timeout)
+        self._timeout = timeout
         self._static = [_entry(name, channel) for name, channel in public_models(channels)]
         self._static += [_entry(name, owner) for name, owner in demo_models(channels, {e["id"] for e in self._static})]
         self._remote = (
@@ -57,7 +61,7 @@ class ModelCatalog:
             else []
         )
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-        self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None
 
     async def listing(self, request_id: str) -> dict[str, Any]:
         """The OpenAI-style list: configured names first, then upstream names, without duplicates."""
@@ -72,17 +76,23 @@ class ModelCatalog:
         return {"object": "list", "data": data}
 
     async def _upstream_lists(self, request_id: str) -> list[list[dict[str, Any]]]:
-        now = time.monotonic()
-        if any(self._stale(c.name, now) for c, _ in self._remote):
-            # One refresh at a time: concurrent callers wait for it instead of fetching again.
-            async with self._lock:
-                now = time.monotonic()
-                stale = [(c, a) for c, a in self._remote if self._stale(c.name, now)]
-                if stale:
-                    results = await asyncio.gather(*(self._fetch(c, a, request_id) for c, a in stale))
-                    for (channel, _), entries in zip(stale, results, strict=True):
-                        self._cache[channel.name] = (time.monotonic() + self._ttl, entries)
+        if any(self._stale(c.name, time.monotonic()) for c, _ in self._remote):
+            # One refresh at a time: concurrent callers share it instead of fetching again, and none
+            # waits for it longer than one fetch may take (the refresh itself is bounded by that too).
+            task = self._refresh
+            if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+                task = self._refresh = asyncio.ensure_future(self._refresh_stale(request_id))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._timeout):
+                    await asyncio.shield(task)
         return [self._cache[c.name][1] for c, _ in self._remote if c.name in self._cache]
+
+    async def _refresh_stale(self, request_id: str) -> None:
+        now = time.monotonic()
+        stale = [(c, a) for c, a in self._remote if self._stale(c.name, now)]
+        results = await asyncio.gather(*(self._fetch(c, a, request_id) for c, a in stale))
+        for (channel, _), entries in zip(stale, results, strict=True):
+            self._cache[channel.name] = (time.monotonic() + self._ttl, entries)
 
     def _stale(self, name: str, now: float) -> bool:
         cached = self._cache.get(name)
@@ -91,35 +101,24 @@ class ModelCatalog:
     async def _fetch(self, channel: ChannelConfig, allow: Allowlist, request_id: str) -> list[dict[str, Any]]:
         headers = [("accept", "application/json"), ("x-request-id", request_id)]
         key = channel.api_keys[0].get_secret_value() if channel.api_keys else None
-        url = channel.url("/models")
+        query = ""
         if channel.service_type == "claude":
-            headers.append(("anthropic-version", _ANTHROPIC_VERSION))
+            headers.append(("anthropic-version", channel.anthropic_version))
             if key:
                 headers.append(("x-api-key", key))
-            url += "?limit=1000"
+            query = "limit=1000"
         elif key:
             headers.append(("authorization", f"Bearer {key}"))
         headers.extend((k, v.get_secret_value()) for k, v in channel.headers.items())
+        url = channel.url("/models", query)
         try:
-            request = self._client().build_request("GET", url, headers=headers, timeout=self._timeout)
-            response = await self._client().send(request, stream=True)
-            try:
-                if response.status_code != 200:
-                    raise _ListError(f"HTTP {response.status_code}")
-                raw = bytearray()
-                async for chunk in response.aiter_bytes():
-                    raw += chunk
-                    if len(raw) > _MAX_LIST_BYTES:
-                        raise _ListError("list too large")
-            finally:
-                await response.aclose()
-            data = orjson.loads(raw)
-        except Exception as exc:  # a model list is a nicety: nothing about it may fail /models
+            data = await self._upstream.get_json(channel, url, headers, within=self._timeout, limit=_MAX_LIST_BYTES)
+        except UpstreamError as exc:  # a model list is a nicety: nothing about it may fail /models
             logger.warning(
                 "channel %s: could not fetch the upstream model list for /models (%s); "
                 "listing configured names only for %gs",
                 channel.name,
-                str(exc) if isinstance(exc, _ListError) else type(exc).__name__,
+                exc.message,
                 self._ttl,
             )
             return []
@@ -132,10 +131,6 @@ class ModelCatalog:
             for item in items
             if isinstance(item, dict) and isinstance(item.get("id"), str) and allow.allows(item["id"])
         ]
-
-
-class _ListError(Exception):
-    """An upstream model list that cannot be used."""
 
 
 def _entry(model: str, channel: str, created: Any = 0) -> dict[str, Any]:

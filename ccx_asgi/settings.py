@@ -8,8 +8,10 @@ in reprs, logs or error messages.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import (
@@ -36,6 +38,16 @@ ServiceType = Literal["responses", "chat", "claude", "demo"]
 DEMO_BASE_URL = "http://demo.ccx.invalid/v1"
 
 _VERSION_SEGMENT = re.compile(r"/v\d+(?:(?:alpha|beta)\d*)?$")
+# upstream client: headers a channel may not set (the HTTP client frames the request itself; a
+# channel value for these could desync the upstream connection), and what a header may look like.
+_FRAMING_HEADERS = frozenset(
+    {
+        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
+        "trailers", "upgrade", "expect", "content-encoding",
+    }
+)  # fmt: skip
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
 _SERVICE_ALIASES = {"openai": "chat"}
 
 
@@ -73,6 +85,18 @@ class ChannelConfig(BaseModel):
         default=300.0, gt=0, description="Seconds the upstream may stay silent between two chunks of its answer."
     )
     write_timeout: float = Field(default=30.0, gt=0, description="Seconds to send the request body.")
+    # upstream client: connection pool, proxy and CA of this channel (ccx_asgi.upstream)
+    max_connections: int = Field(
+        default=256, ge=1, description="Connections this channel may hold open to its upstream (its own pool)."
+    )
+    proxy: SecretStr | None = Field(
+        default=None,
+        description="http:// or https:// proxy URL for this channel; empty: connect directly. "
+        "Unset: CCX_UPSTREAM_PROXY, else the environment's proxy variables when CCX_UPSTREAM_TRUST_ENV is on.",
+    )
+    ca_bundle: str | None = Field(
+        default=None, description="PEM file of the CAs this channel trusts, instead of the default store."
+    )
     # chat channel options
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
         default="max_tokens", description="Chat: the field that carries max_output_tokens."
@@ -165,14 +189,16 @@ class ChannelConfig(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if value and not value.startswith(("http://", "https://")):
+        value = value.strip()
+        path, mark, query = value.partition("?")
+        path = path.rstrip("/")
+        if path and not path.startswith(("http://", "https://")):
             # Shown without userinfo or query: either may carry a credential.
-            shown = re.sub(r"//[^/@]*@", "//***@", value).partition("?")[0]
+            shown = re.sub(r"//[^/@]*@", "//***@", path).partition("#")[0]
             raise ValueError(f"base_url must start with http:// or https:// (got {shown!r})")
-        if value.endswith(("/responses", "/chat/completions", "/messages")):
+        if path.endswith(("/responses", "/chat/completions", "/messages")):
             raise ValueError("base_url must be the API root (e.g. https://api.example.com/v1), not an endpoint URL")
-        return value
+        return path + mark + query if query else path
 
     @model_validator(mode="after")
     def _check_needs_base_url(self) -> ChannelConfig:
@@ -180,16 +206,52 @@ class ChannelConfig(BaseModel):
             raise ValueError(f"channel {self.name!r}: base_url is required for service_type {self.service_type!r}")
         return self
 
-    def url(self, endpoint: str) -> str:
+    # upstream client: URL, header, proxy and CA checks (ccx_asgi.upstream)
+    @model_validator(mode="after")
+    def _check_upstream_client_fields(self) -> ChannelConfig:
+        if "#" in self.base_url:
+            raise ValueError(f"channel {self.name!r}: base_url must not have a #fragment (it is never sent)")
+        if self.base_url:
+            try:
+                parts = urlsplit(self.base_url)
+                parts.port  # noqa: B018 - raises ValueError for a port out of range
+            except ValueError:
+                raise ValueError(f"channel {self.name!r}: base_url has an invalid host or port") from None
+            if not parts.hostname:
+                raise ValueError(f"channel {self.name!r}: base_url has no host name")
+        for header, value in self.headers.items():
+            name = header.lower()
+            if name in _FRAMING_HEADERS or name.startswith("proxy-"):
+                raise ValueError(
+                    f"channel {self.name!r}: headers must not set {header!r} (a framing or hop-by-hop header "
+                    "the HTTP client manages)"
+                )
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"channel {self.name!r}: headers has an invalid header name {header!r}")
+            if not _HEADER_VALUE.fullmatch(value.get_secret_value()):
+                raise ValueError(
+                    f"channel {self.name!r}: the value of header {header!r} must be printable ASCII (not shown)"
+                )
+        if self.proxy is not None:
+            proxy = self.proxy.get_secret_value().strip()
+            if proxy and (not proxy.startswith(("http://", "https://")) or "#" in proxy):
+                raise ValueError(f"channel {self.name!r}: proxy must be an http:// or https:// URL (not shown)")
+        if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
+            raise ValueError(f"channel {self.name!r}: ca_bundle {self.ca_bundle!r} is not a readable file")
+        return self
+
+    def url(self, endpoint: str, query: str = "") -> str:
         """The full upstream URL for ``endpoint`` (``/responses``, ``/chat/completions``, ``/messages``).
 
         A base URL that does not end in a version segment such as ``/v1`` gets ``/v1`` added, as users
-        of the original CCX expect.
+        of the original CCX expect. A query string on the base URL (Azure's ``?api-version=``) is kept:
+        the endpoint path goes before it, and ``query`` (``limit=1000``) is appended to it.
         """
-        base = self.base_url
+        base, _, base_query = self.base_url.partition("?")
         if not _VERSION_SEGMENT.search(base):
             base += "/v1"
-        return base + endpoint
+        joined = "&".join(q for q in (base_query, query) if q) if base_query or query else ""
+        return f"{base}{endpoint}?{joined}" if joined else base + endpoint
 
 
 def _split_csv(value: Any) -> Any:
@@ -240,12 +302,33 @@ class CCXSettings(BaseSettings):
     )
     models_cache_ttl: float = Field(default=60.0, ge=0, description="Seconds an upstream model list is cached.")
     models_fetch_timeout: float = Field(
-        default=3.0, gt=0, description="Seconds to wait for an upstream model list before skipping it."
+        default=3.0,
+        gt=0,
+        description="Seconds an upstream model list may take in all (connect, head, body) before it is skipped; "
+        "no caller waits longer for a refresh under way.",
     )
-    upstream_client: Literal["fast", "httpx"] = Field(
-        default="fast",
-        description="HTTP client for upstream requests: `fast` (ccx_asgi's own HTTP/1.1 client) or `httpx`.",
+    # upstream client: proxies, CAs and the connection pools (ccx_asgi.upstream)
+    upstream_proxy: SecretStr | None = Field(
+        default=None, description="Proxy URL (http:// or https://) for every channel without its own `proxy`."
     )
+    upstream_trust_env: bool = Field(
+        default=False,
+        description="Channels without a proxy setting use HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY.",
+    )
+    upstream_keepalive_expiry: float = Field(
+        default=5.0, ge=0, description="Seconds an idle upstream connection is kept for reuse (0: never reused)."
+    )
+
+    @field_validator("upstream_proxy")
+    @classmethod
+    def _check_upstream_proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            proxy = value.get_secret_value().strip()
+            if not proxy:
+                return None
+            if not proxy.startswith(("http://", "https://")) or "#" in proxy:
+                raise ValueError("must be an http:// or https:// proxy URL (not shown)")
+        return value
 
     @field_validator("log_format", mode="before")
     @classmethod

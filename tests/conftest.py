@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -24,6 +25,16 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     return
 
 
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Callable[[], Any]]:
+    """The standard event loop; also uvloop for async tests in modules that set ``BOTH_LOOPS = True``."""
+    factories: dict[str, Callable[[], Any]] = {"asyncio": asyncio.new_event_loop}
+    if getattr(getattr(item, "module", None), "BOTH_LOOPS", False):
+        import uvloop
+
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
 def channel(name: str = "main", **fields: Any) -> dict[str, Any]:
     """A channel dict with test defaults (native Responses at upstream.test)."""
     return {
@@ -39,18 +50,17 @@ AppFactory = Callable[..., CCXApp]
 
 
 @pytest.fixture
-def upstream_via_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Send upstream requests through httpx, for tests whose upstream is a respx mock.
-
-    respx intercepts httpx only; the fast client (the default) is tested over real sockets in
-    ``tests/test_http1.py`` and ``tests/test_fast_client_app.py``.
+def upstream_via_httpx() -> None:
+    """Apps built by ``make_app`` get httpx's own transport (``transport=`` seam), for tests whose
+    upstream is a respx mock: respx intercepts that transport. The default (aiohttp) transport is
+    tested over real sockets in ``tests/test_upstream_client.py`` and ``tests/test_hostile_upstream.py``.
     """
-    monkeypatch.setenv("CCX_UPSTREAM_CLIENT", "httpx")
 
 
 @pytest.fixture
-def make_app() -> AppFactory:
+def make_app(request: pytest.FixtureRequest) -> AppFactory:
     """Build an app from channel dicts and setting overrides (proxy key set by default)."""
+    respx_tests = "upstream_via_httpx" in request.fixturenames
 
     def build(
         channels: list[dict[str, Any]] | None = None,
@@ -63,6 +73,8 @@ def make_app() -> AppFactory:
             channels=[ChannelConfig.model_validate(c) for c in (channels if channels is not None else [channel()])],
             **overrides,
         )
+        if transport is None and respx_tests:
+            transport = httpx.AsyncHTTPTransport()
         return create_app(settings, transport=transport)
 
     return build

@@ -39,7 +39,18 @@ def serve(app: Any, *, port: int | None = None, lifespan: str = "auto", loop: st
             pass
         else:
             run = uvloop.run
-    thread = threading.Thread(target=lambda: run(server.serve()), daemon=True)
+
+    async def main() -> None:
+        try:
+            await server.serve()
+        finally:
+            # An app served without lifespan events (or whose lifespan did not run) still closes its
+            # upstream connections on the loop that opened them (CCXApp.aclose is idempotent).
+            close = getattr(app, "aclose", None)
+            if close is not None:
+                await close()
+
+    thread = threading.Thread(target=lambda: run(main()), daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:

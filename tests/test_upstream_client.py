@@ -1,9 +1,10 @@
-"""The gateway on its fast upstream client (the default), over real HTTP on both sides.
+"""The gateway on its default upstream transport (httpx on aiohttp), over real HTTP on both sides.
 
 A strict fake upstream and the gateway each run on uvicorn. Checks what the upstream receives, that
-upstream error statuses reach the client exactly as they do through httpx (``CCX_UPSTREAM_CLIENT=
-httpx``, same fake), and that streams and JSON answers, plain or gzip-encoded, arrive complete.
-``tests/test_real_http.py`` covers timing, the SDK's helpers and client auth over HTTP.
+upstream error statuses reach the client exactly as they do through the ``transport=`` seam (the
+same fake in process, ``httpx.ASGITransport``), and that streams and JSON answers, plain or
+gzip-encoded, arrive complete. ``tests/test_real_http.py`` covers timing, the SDK's helpers and
+client auth over HTTP; ``tests/test_hostile_upstream.py`` misbehaving upstreams.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import httpx
 import orjson
 import pytest
 
-from ccx_asgi import ChannelConfig, create_app, http1, load_settings
+from ccx_asgi import ChannelConfig, create_app, load_settings
 from ccx_asgi.convert.events import ResponseStream, usage_dict
+from ccx_asgi.upstream import AiohttpTransport
 from tests.fakes.responses_upstream import FakeResponsesUpstream
 from tests.sdk import parse_sse, validate_events, validate_response
 from tests.servers import serve
@@ -80,17 +82,17 @@ def _set_cookie(app: Any) -> Any:
 
 
 class Calls:
-    """Counts requests through each upstream client (the gateway runs in uvicorn's thread)."""
+    """Counts requests through the default transport (the gateway runs in uvicorn's thread)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.fast = 0
-        original = http1.Pool.request
+        original = AiohttpTransport.handle_async_request
 
-        async def counting(pool: http1.Pool, *args: Any, **kwargs: Any) -> http1.Response:
+        async def counting(transport: AiohttpTransport, request: httpx.Request) -> httpx.Response:
             self.fast += 1
-            return await original(pool, *args, **kwargs)
+            return await original(transport, request)
 
-        monkeypatch.setattr(http1.Pool, "request", counting)
+        monkeypatch.setattr(AiohttpTransport, "handle_async_request", counting)
 
 
 @pytest.fixture
@@ -105,10 +107,11 @@ def upstream() -> Iterator[tuple[str, FakeResponsesUpstream]]:
         yield url, fake
 
 
-def _gateway(upstream_url: str, client: str, *, loop: str = "auto", **channel: Any) -> Any:
+def _gateway(upstream_url: str, client: str, *, loop: str = "auto", fake: Any = None, **channel: Any) -> Any:
+    """The gateway on uvicorn: ``client="fast"`` on the default transport, ``"inproc"`` on
+    ``httpx.ASGITransport(fake)`` (the test seam, no upstream socket)."""
     settings = load_settings(
         proxy_access_key=KEY,
-        upstream_client=client,
         channels=[
             ChannelConfig(
                 name="up",
@@ -119,7 +122,8 @@ def _gateway(upstream_url: str, client: str, *, loop: str = "auto", **channel: A
             )
         ],
     )
-    return serve(create_app(settings), loop=loop)
+    transport = httpx.ASGITransport(app=fake) if client == "inproc" else None
+    return serve(create_app(settings, transport=transport), loop=loop)
 
 
 def _post(url: str, body: dict[str, Any], **headers: str) -> httpx.Response:
@@ -157,14 +161,14 @@ _STATUSES = [400, 401, 403, 404, 409, 413, 422, 429, 500, 503]
 
 
 @pytest.mark.parametrize("status", _STATUSES)
-def test_error_statuses_map_as_with_httpx(
+def test_error_statuses_map_as_through_the_transport_seam(
     upstream: tuple[str, FakeResponsesUpstream], calls: Calls, status: int
 ) -> None:
     upstream_url, fake = upstream
     answers: dict[str, tuple[int, Any, str | None, int]] = {}
-    for client in ("fast", "httpx"):
+    for client in ("fast", "inproc"):
         before = len(fake.requests)
-        with _gateway(upstream_url, client) as url:
+        with _gateway(upstream_url, client, fake=fake) as url:
             response = _post(url, {"model": "m", "input": f"status {status}"})
         answers[client] = (
             response.status_code,
@@ -173,36 +177,37 @@ def test_error_statuses_map_as_with_httpx(
             len(fake.requests) - before,
         )
     assert calls.fast >= 1
-    assert answers["fast"] == answers["httpx"]
+    assert answers["fast"] == answers["inproc"]
     client_status, body, _, upstream_calls = answers["fast"]
     assert client_status >= 400
     assert upstream_calls >= 1
     assert UPSTREAM_KEY not in orjson.dumps(body).decode()
 
 
-def test_wrong_channel_key_maps_as_with_httpx(upstream: tuple[str, FakeResponsesUpstream]) -> None:
+def test_wrong_channel_key_maps_as_through_the_transport_seam(upstream: tuple[str, FakeResponsesUpstream]) -> None:
     upstream_url, fake = upstream
     answers = {}
-    for client in ("fast", "httpx"):
+    for client in ("fast", "inproc"):
         settings = load_settings(
             proxy_access_key=KEY,
-            upstream_client=client,
             channels=[ChannelConfig(name="up", service_type="responses", base_url=upstream_url, api_keys=["sk-wrong"])],
         )
-        with serve(create_app(settings)) as url:
+        transport = httpx.ASGITransport(app=fake) if client == "inproc" else None
+        with serve(create_app(settings, transport=transport)) as url:
             response = _post(url, {"model": "m", "input": "hi"})
         answers[client] = (response.status_code, response.json())
-    assert answers["fast"] == answers["httpx"]
+    assert answers["fast"] == answers["inproc"]
     assert answers["fast"][0] >= 400
     assert {r.headers["authorization"] for r in fake.requests} == {"Bearer sk-wrong"}
     assert "sk-wrong" not in orjson.dumps(answers["fast"][1]).decode()
 
 
 @pytest.mark.parametrize("encoded", [False, True], ids=["plain", "gzip"])
-@pytest.mark.parametrize("client", ["fast", "httpx"])
+@pytest.mark.parametrize("client", ["fast", "inproc"])
 def test_streams_and_json_arrive_complete(client: str, encoded: bool, calls: Calls) -> None:
     fake = FakeResponsesUpstream(keys=(UPSTREAM_KEY,), script=_script)
-    with serve(_gzip(fake) if encoded else fake) as upstream_url, _gateway(upstream_url, client) as url:
+    served = _gzip(fake) if encoded else fake
+    with serve(served) as upstream_url, _gateway(upstream_url, client, fake=served) as url:
         with httpx.stream(
             "POST", f"{url}/responses", json={"model": "m", "input": "go", "stream": True},
             headers={"authorization": f"Bearer {KEY}"}, timeout=30,
