@@ -115,8 +115,11 @@ class RequestTooLargeError(CCXError):
 class UpstreamError(CCXError):
     """An upstream channel failed.
 
-    ``retryable`` tells the failover layer whether another key or channel may succeed where this one
-    failed; ``retry_after`` is the upstream's ``Retry-After`` in seconds when it sent one.
+    ``reason`` says what happened and ``channel`` names the channel it happened on (``None`` for an
+    error of no channel); :attr:`message`, what clients and logs see, is made from the two in one
+    place: ``channel 'name': reason``. ``retryable`` tells the failover layer whether another key or
+    channel may succeed where this one failed; ``retry_after`` is the upstream's ``Retry-After`` in
+    seconds when it sent one.
     """
 
     status = 502
@@ -126,8 +129,9 @@ class UpstreamError(CCXError):
 
     def __init__(
         self,
-        message: str,
+        reason: str,
         *,
+        channel: str | None = None,
         code: str | None = None,
         param: str | None = None,
         status: int | None = None,
@@ -136,11 +140,25 @@ class UpstreamError(CCXError):
         retry_after: float | None = None,
         upstream_status: int | None = None,
     ) -> None:
-        super().__init__(message, code=code, param=param, status=status, headers=headers)
+        super().__init__(reason, code=code, param=param, status=status, headers=headers)
+        self.channel = channel
         if retryable is not None:
             self.retryable = retryable
         self.retry_after = retry_after
         self.upstream_status = upstream_status
+
+    @property
+    def message(self) -> str:
+        """``channel 'name': reason`` (the reason alone without a channel)."""
+        return self.reason if self.channel is None else f"channel {self.channel!r}: {self.reason}"
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self.reason = value
+        self.channel = None
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class UpstreamStatusError(UpstreamError):

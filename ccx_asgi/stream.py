@@ -193,7 +193,7 @@ class ClientStream:
                 await self._commit_held(events[n + 1 :])
                 return
             if empty_completion(event):
-                raise UpstreamStreamError(f"channel {self._channel()!r}: the upstream completed without any output")
+                raise UpstreamStreamError("the upstream completed without any output", channel=self._channel())
             held.append(event)
             if _meaningful(event):
                 await self._commit_held(events[n + 1 :])
@@ -218,7 +218,7 @@ class ClientStream:
         then end the body; a stream that carried no answer raises for failover."""
         await self.offer(closing)
         if not self.content:
-            raise UpstreamStreamError(f"channel {self._channel()!r}: the upstream stream carried no answer")
+            raise UpstreamStreamError("the upstream stream carried no answer", channel=self._channel())
         await self.end()
 
     def _stamp(self, event: Event) -> bytes:

@@ -123,18 +123,24 @@ def upstream_status_error(
     425/429, every 5xx, overload bodies. Final: context length (client 400
     ``context_length_exceeded``) and other client errors (400, or the upstream's 404/413).
     """
-    text = f"channel {channel!r}: upstream returned HTTP {status}: {message}"
+    text = f"upstream returned HTTP {status}: {message}"
     kind = classify_error(code, message, status)
     if kind == "context_length_exceeded":
         error = UpstreamStatusError(
-            text, status=400, code=CONTEXT_LENGTH_EXCEEDED, retryable=False, upstream_status=status
+            text, channel=channel, status=400, code=CONTEXT_LENGTH_EXCEEDED, retryable=False, upstream_status=status
         )
         error.type = "invalid_request_error"
         return error
     if kind == "insufficient_quota":
         # 429 is what makes Codex stop and say "Quota exceeded" (it retries a 402).
         error = UpstreamStatusError(
-            text, status=429, code=INSUFFICIENT_QUOTA, retryable=True, retry_after=retry_after, upstream_status=status
+            text,
+            channel=channel,
+            status=429,
+            code=INSUFFICIENT_QUOTA,
+            retryable=True,
+            retry_after=retry_after,
+            upstream_status=status,
         )
         error.type = INSUFFICIENT_QUOTA
         return error
@@ -146,9 +152,21 @@ def upstream_status_error(
     )
     if retryable:
         return UpstreamStatusError(
-            text, status=502, code="upstream_error", retryable=True, retry_after=retry_after, upstream_status=status
+            text,
+            channel=channel,
+            status=502,
+            code="upstream_error",
+            retryable=True,
+            retry_after=retry_after,
+            upstream_status=status,
         )
     client_status = status if status in (404, 413) else 400
     return UpstreamStatusError(
-        text, status=client_status, code=code, retryable=False, retry_after=retry_after, upstream_status=status
+        text,
+        channel=channel,
+        status=client_status,
+        code=code,
+        retryable=False,
+        retry_after=retry_after,
+        upstream_status=status,
     )

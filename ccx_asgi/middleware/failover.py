@@ -229,7 +229,7 @@ class FailoverMiddleware:
         except UpstreamError as exc:
             if (stream is not None and stream.content) or (stream is None and responder.started):
                 raise
-            outcome = exc.message.removeprefix(f"channel {channel.name!r}: ")
+            outcome = exc.reason if exc.channel == channel.name else exc.message
             ctx.attempts.append(AttemptRecord(channel.name, target.index, outcome, exc.upstream_status))
             logger.info("request %s: %s (key #%d): %s", ctx.request_id, channel.name, target.index + 1, outcome)
             if not exc.retryable:
