@@ -12,6 +12,7 @@ from pydantic import SecretStr, ValidationError
 from ccx_asgi import channels as registry
 from ccx_asgi.channels.base import ModelsRequest
 from ccx_asgi.channels.demo import DEMO_BASE_URL
+from ccx_asgi.middleware.stateful import holds_state, speaks_responses
 from ccx_asgi.settings import ChannelConfig
 from tests.conftest import UPSTREAM_KEY, AppFactory, channel
 from tests.echo_adapter import ECHO_MODELS, EchoAdapter, EchoUpstream
@@ -70,8 +71,14 @@ def test_a_service_type_is_valid_only_while_registered() -> None:
             registry.register("echo", EchoAdapter())
         with pytest.raises(ValidationError, match="base_url is required for service_type 'echo'"):
             ChannelConfig.model_validate({**ECHO, "base_url": ""})
+        # The stateful layer asks the adapter too: echo neither stores responses nor takes their body.
+        echo = ChannelConfig.model_validate(ECHO)
+        assert (holds_state(echo), speaks_responses(echo)) == (False, False)
     finally:
         registry.unregister("echo")
+    demo = ChannelConfig.model_validate({"name": "d", "service_type": "demo"})
+    native = ChannelConfig.model_validate(channel())
+    assert [(holds_state(c), speaks_responses(c)) for c in (demo, native)] == [(False, True), (True, True)]
     with pytest.raises(ValidationError, match="Input should be"):
         ChannelConfig.model_validate(ECHO)
 
