@@ -28,6 +28,7 @@ from pydantic import SecretStr
 
 from ccx_asgi.admin_page import render_status_page
 from ccx_asgi.asgi import send_json
+from ccx_asgi.channels import adapter_for
 from ccx_asgi.errors import AuthenticationError, CCXError, PermissionDeniedError, send_error
 from ccx_asgi.keys import KeySet, presented_keys
 from ccx_asgi.observability import Observer
@@ -36,7 +37,6 @@ from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.types import Receive, Scope, Send
 
 __all__ = [
-    "ENDPOINTS",
     "AdminAPI",
     "AdminGuard",
     "ChannelStateProvider",
@@ -52,8 +52,6 @@ logger = logging.getLogger("ccx_asgi.admin")
 #: synchronously or as an awaitable. Wired to the breaker/affinity store by the app.
 ChannelStateProvider = Callable[[], Mapping[str, Mapping[str, Any]] | Awaitable[Mapping[str, Mapping[str, Any]]]]
 
-#: The upstream endpoint each service type calls, under the channel's API root.
-ENDPOINTS = {"responses": "/responses", "chat": "/chat/completions", "claude": "/messages", "demo": "/responses"}
 
 _MASK = "****"
 _CSP = b"default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
@@ -103,7 +101,8 @@ def channel_config(channel: ChannelConfig) -> dict[str, Any]:
     }
     # Header names can be informative; their values are credentials more often than not.
     config["headers"] = dict.fromkeys(channel.headers, _MASK)
-    endpoint = ENDPOINTS.get(channel.service_type)
+    adapter = adapter_for(channel.service_type)
+    endpoint = adapter.endpoint if adapter is not None else None
     config["endpoint_url"] = sanitize_url(channel.url(endpoint)) if endpoint and channel.base_url else None
     return config
 

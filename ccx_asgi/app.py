@@ -32,7 +32,7 @@ from ccx_asgi.admin import AdminAPI, AdminGuard, ChannelStateProvider
 from ccx_asgi.asgi import REQUEST_ID_KEY, request_id, route_path, send_json, with_request_id
 from ccx_asgi.breaker import BreakerConfig
 from ccx_asgi.catalog import ModelCatalog
-from ccx_asgi.channels.demo import DemoTransport
+from ccx_asgi.channels import local_transports
 from ccx_asgi.channels.endpoint import ChannelEndpoint
 from ccx_asgi.errors import CCXError, InvalidRequestError, NotFoundError, send_error
 from ccx_asgi.hints import not_found_hint
@@ -111,7 +111,7 @@ class CCXApp:
         self.channels = ordered_channels(settings.channels)
         self.upstream = Upstream(
             transport=transport,
-            demo_transport=DemoTransport(),
+            mounts=local_transports(),
             proxy=settings.upstream_proxy.get_secret_value() if settings.upstream_proxy else None,
             trust_env=settings.upstream_trust_env,
             keepalive_expiry=settings.upstream_keepalive_expiry,

@@ -19,15 +19,26 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from ccx_asgi.channels.demo import demo_models
+from ccx_asgi.channels import adapter_for, builtin_models
+from ccx_asgi.channels.base import ChannelAdapter, ModelsRequest
 from ccx_asgi.errors import UpstreamError
 from ccx_asgi.routing import Allowlist, public_models
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.upstream import Upstream
 
 __all__ = ["ModelCatalog"]
+
+
+class _Remote(NamedTuple):
+    """A channel whose upstream list is fetched, with how to ask for it."""
+
+    channel: ChannelConfig
+    allow: Allowlist
+    adapter: ChannelAdapter
+    request: ModelsRequest
+
 
 logger = logging.getLogger("ccx_asgi.models")
 
@@ -54,12 +65,14 @@ class ModelCatalog:
         self._ttl = ttl
         self._timeout = timeout
         self._static = [_entry(name, channel) for name, channel in public_models(channels)]
-        self._static += [_entry(name, owner) for name, owner in demo_models(channels, {e["id"] for e in self._static})]
-        self._remote = (
-            [(c, Allowlist.compile(c.models)) for c in channels if c.service_type in ("responses", "chat", "claude")]
-            if fetch
-            else []
-        )
+        listed = {e["id"] for e in self._static}
+        self._static += [_entry(name, owner) for name, owner in builtin_models(channels, listed)]
+        self._remote: list[_Remote] = []
+        for channel in channels if fetch else ():
+            adapter = adapter_for(channel.service_type)
+            request = adapter.models_request(channel) if adapter is not None else None
+            if adapter is not None and request is not None:
+                self._remote.append(_Remote(channel, Allowlist.compile(channel.models), adapter, request))
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._refresh: asyncio.Task[None] | None = None
 
@@ -76,7 +89,7 @@ class ModelCatalog:
         return {"object": "list", "data": data}
 
     async def _upstream_lists(self, request_id: str) -> list[list[dict[str, Any]]]:
-        if any(self._stale(c.name, time.monotonic()) for c, _ in self._remote):
+        if any(self._stale(r.channel.name, time.monotonic()) for r in self._remote):
             # One refresh at a time: concurrent callers share it instead of fetching again, and none
             # waits for it longer than one fetch may take (the refresh itself is bounded by that too).
             task = self._refresh
@@ -85,32 +98,29 @@ class ModelCatalog:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._timeout):
                     await asyncio.shield(task)
-        return [self._cache[c.name][1] for c, _ in self._remote if c.name in self._cache]
+        return [self._cache[r.channel.name][1] for r in self._remote if r.channel.name in self._cache]
 
     async def _refresh_stale(self, request_id: str) -> None:
         now = time.monotonic()
-        stale = [(c, a) for c, a in self._remote if self._stale(c.name, now)]
-        results = await asyncio.gather(*(self._fetch(c, a, request_id) for c, a in stale))
-        for (channel, _), entries in zip(stale, results, strict=True):
-            self._cache[channel.name] = (time.monotonic() + self._ttl, entries)
+        stale = [r for r in self._remote if self._stale(r.channel.name, now)]
+        results = await asyncio.gather(*(self._fetch(r, request_id) for r in stale))
+        for remote, entries in zip(stale, results, strict=True):
+            self._cache[remote.channel.name] = (time.monotonic() + self._ttl, entries)
 
     def _stale(self, name: str, now: float) -> bool:
         cached = self._cache.get(name)
         return cached is None or cached[0] <= now
 
-    async def _fetch(self, channel: ChannelConfig, allow: Allowlist, request_id: str) -> list[dict[str, Any]]:
-        headers = [("accept", "application/json"), ("x-request-id", request_id)]
-        key = channel.api_keys[0].get_secret_value() if channel.api_keys else None
-        query = ""
-        if channel.service_type == "claude":
-            headers.append(("anthropic-version", channel.anthropic_version))
-            if key:
-                headers.append(("x-api-key", key))
-            query = "limit=1000"
-        elif key:
-            headers.append(("authorization", f"Bearer {key}"))
-        headers.extend((k, v.get_secret_value()) for k, v in channel.headers.items())
-        url = channel.url("/models", query)
+    async def _fetch(self, remote: _Remote, request_id: str) -> list[dict[str, Any]]:
+        channel, allow = remote.channel, remote.allow
+        key = channel.api_keys[0] if channel.api_keys and channel.api_keys[0].get_secret_value() else None
+        headers = [
+            ("accept", "application/json"),
+            ("x-request-id", request_id),
+            *remote.adapter.auth_headers(channel, key),
+            *((k, v.get_secret_value()) for k, v in channel.headers.items()),
+        ]
+        url = channel.url(remote.request.path, remote.request.query)
         try:
             data = await self._upstream.get_json(channel, url, headers, within=self._timeout, limit=_MAX_LIST_BYTES)
         except UpstreamError as exc:  # a model list is a nicety: nothing about it may fail /models

@@ -6,28 +6,36 @@ places that turn one into bytes, so every layer answers in the same shape::
 
     {"error": {"message": "...", "type": "...", "param": null, "code": null}}
 
-Upstream failures are :class:`UpstreamError` subclasses; their ``retryable`` flag is what the
-failover layer acts on.
+Upstream failures are :class:`UpstreamError` subclasses. Each has a :data:`Failure` kind, and
+:data:`RETRY_POLICY`, the one retry table, says for each kind whether the failover layer tries
+another target (recording a breaker failure) and whether the key is parked;
+:mod:`ccx_asgi.upstream_errors` decides which kind an upstream's answer is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
 
 import orjson
 
 from ccx_asgi.types import Send
 
 __all__ = [
+    "RETRY_POLICY",
     "AllChannelsFailedError",
     "AuthenticationError",
     "CCXError",
     "ConfigurationError",
+    "Failure",
     "InvalidRequestError",
     "ModelNotFoundError",
     "NotFoundError",
     "PermissionDeniedError",
     "RequestTooLargeError",
+    "RetryRule",
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamStatusError",
@@ -112,22 +120,62 @@ class RequestTooLargeError(CCXError):
     code = "request_too_large"
 
 
+#: Out of quota or credit: the code (and type) Codex stops a turn for instead of retrying.
+INSUFFICIENT_QUOTA = "insufficient_quota"
+
+#: The kinds of upstream failure the retry policy tells apart.
+Failure = Literal["transient", "rejected_key", "insufficient_quota", "context_length_exceeded", "final"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRule:
+    """What the failover layer does with one kind of upstream failure that happened before content.
+
+    ``retry``: try the next key or channel and record a breaker failure for this one; otherwise the
+    error is the answer, and the breaker records a success (the upstream is up: the request is what
+    it refused). ``park_key``: without a ``Retry-After``, park the key for ``key_park_seconds`` (a
+    ``Retry-After`` parks any retried key for that long, capped at ``max_retry_after``).
+    """
+
+    retry: bool
+    park_key: bool
+
+
+#: The retry policy, read by the errors (``retryable``, :meth:`UpstreamError.park_seconds`) and so
+#: by the failover layer. A context-length error is final: the candidates of one requested model
+#: serve the same model, and Codex compacts only once it sees the code; quota fails over (another
+#: key may have credit) and parks the key, as does a key the upstream rejects (401/403).
+RETRY_POLICY: Mapping[Failure, RetryRule] = MappingProxyType(
+    {
+        "transient": RetryRule(retry=True, park_key=False),
+        "rejected_key": RetryRule(retry=True, park_key=True),
+        "insufficient_quota": RetryRule(retry=True, park_key=True),
+        "context_length_exceeded": RetryRule(retry=False, park_key=False),
+        "final": RetryRule(retry=False, park_key=False),
+    }
+)
+
+
 class UpstreamError(CCXError):
     """An upstream channel failed.
 
-    ``retryable`` tells the failover layer whether another key or channel may succeed where this one
-    failed; ``retry_after`` is the upstream's ``Retry-After`` in seconds when it sent one.
+    ``reason`` says what happened and ``channel`` names the channel it happened on (``None`` for an
+    error of no channel); :attr:`message`, what clients and logs see, is made from the two in one
+    place: ``channel 'name': reason``. ``failure`` is its kind for :data:`RETRY_POLICY` (without it,
+    ``retryable=False`` means ``final`` and anything else ``transient``); ``retry_after`` is the
+    upstream's ``Retry-After`` in seconds when it sent one.
     """
 
     status = 502
     type = "upstream_error"
     code = "upstream_error"
-    retryable = True
 
     def __init__(
         self,
-        message: str,
+        reason: str,
         *,
+        channel: str | None = None,
+        failure: Failure | None = None,
         code: str | None = None,
         param: str | None = None,
         status: int | None = None,
@@ -136,11 +184,37 @@ class UpstreamError(CCXError):
         retry_after: float | None = None,
         upstream_status: int | None = None,
     ) -> None:
-        super().__init__(message, code=code, param=param, status=status, headers=headers)
-        if retryable is not None:
-            self.retryable = retryable
+        super().__init__(reason, code=code, param=param, status=status, headers=headers)
+        self.channel = channel
+        self.failure: Failure = failure if failure is not None else "final" if retryable is False else "transient"
         self.retry_after = retry_after
         self.upstream_status = upstream_status
+
+    @property
+    def message(self) -> str:
+        """``channel 'name': reason`` (the reason alone without a channel)."""
+        return self.reason if self.channel is None else f"channel {self.channel!r}: {self.reason}"
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self.reason = value
+        self.channel = None
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another key or channel may succeed where this one failed (:data:`RETRY_POLICY`)."""
+        return RETRY_POLICY[self.failure].retry
+
+    def park_seconds(self, *, key_park_seconds: float, max_retry_after: float) -> float | None:
+        """How long the failed key is parked (:data:`RETRY_POLICY`), or ``None`` for not at all."""
+        if not self.retryable:
+            return None
+        if self.retry_after is not None:
+            return min(self.retry_after, max_retry_after)
+        return key_park_seconds if RETRY_POLICY[self.failure].park_key else None
 
 
 class UpstreamStatusError(UpstreamError):
@@ -164,10 +238,6 @@ class UpstreamStreamError(UpstreamError):
     """The upstream stream failed or ended before a terminal event."""
 
     code = "upstream_stream_error"
-
-
-#: Out of quota or credit: the code (and type) Codex stops a turn for instead of retrying.
-INSUFFICIENT_QUOTA = "insufficient_quota"
 
 
 class AllChannelsFailedError(CCXError):

@@ -30,6 +30,7 @@ from pydantic import SecretStr
 
 from ccx_asgi.asgi import request_id, route_path, send_json
 from ccx_asgi.breaker import channel_targets
+from ccx_asgi.channels import adapter_for
 from ccx_asgi.errors import InvalidRequestError, NotFoundError, UpstreamConnectError, UpstreamTimeoutError
 from ccx_asgi.keys import KeySet
 from ccx_asgi.settings import ChannelConfig
@@ -261,8 +262,9 @@ class StoredResponsesAPI:
             "accept": "application/json",
             "x-request-id": request_id(scope),
         }
-        if key is not None:
-            headers["authorization"] = f"Bearer {key.get_secret_value()}"
+        adapter = adapter_for(channel.service_type)
+        if adapter is not None:
+            headers.update(adapter.auth_headers(channel, key))
         timeout = httpx.Timeout(
             connect=channel.connect_timeout,
             read=channel.first_byte_timeout,
@@ -285,7 +287,7 @@ class StoredResponsesAPI:
                 async for chunk in answer.aiter_bytes():
                     buffer += chunk
                     if len(buffer) > _MAX_FORWARDED:
-                        raise UpstreamConnectError(f"channel {channel.name!r}: the stored response is too large")
+                        raise UpstreamConnectError("the stored response is too large", channel=channel.name)
             body = bytes(buffer)
         except httpx.HTTPError as exc:
             if started:  # the relayed stream broke: nothing more can be said on this response
@@ -293,11 +295,9 @@ class StoredResponsesAPI:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
             if isinstance(exc, httpx.TimeoutException):
-                raise UpstreamTimeoutError(
-                    f"channel {channel.name!r}: timed out fetching the stored response"
-                ) from None
+                raise UpstreamTimeoutError("timed out fetching the stored response", channel=channel.name) from None
             raise UpstreamConnectError(
-                f"channel {channel.name!r}: could not reach the upstream that holds the response ({type(exc).__name__})"
+                f"could not reach the upstream that holds the response ({type(exc).__name__})", channel=channel.name
             ) from None
         try:
             data: Any = orjson.loads(body) if body else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
@@ -24,18 +24,16 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ccx_asgi.convert.effort import DEFAULT_THINKING_BUDGETS, EFFORTS, MIN_THINKING_BUDGET
 from ccx_asgi.errors import ConfigurationError
 
-__all__ = ["DEMO_BASE_URL", "CCXSettings", "ChannelConfig", "ServiceType", "load_settings"]
+if TYPE_CHECKING:
+    from ccx_asgi.channels.base import ChannelAdapter
 
-#: The upstream protocols a channel can speak. ``openai`` is accepted as an alias of ``chat``.
-ServiceType = Literal["responses", "chat", "claude", "demo"]
-
-#: Base URL of the built-in demo channel; only the in-process demo transport answers there.
-DEMO_BASE_URL = "http://demo.ccx.invalid/v1"
+__all__ = ["CCXSettings", "ChannelConfig", "load_settings"]
 
 _VERSION_SEGMENT = re.compile(r"/v\d+(?:(?:alpha|beta)\d*)?$")
 # upstream client: headers a channel may not set (the HTTP client frames the request itself; a
@@ -51,6 +49,19 @@ _HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
 _SERVICE_ALIASES = {"openai": "chat"}
 
 
+def _adapter(service_type: str) -> ChannelAdapter | None:
+    # Imported when a channel is validated: the adapters import the settings module themselves.
+    from ccx_asgi.channels import adapter_for
+
+    return adapter_for(service_type)
+
+
+def _endpoint_paths() -> tuple[str, ...]:
+    from ccx_asgi.channels import ADAPTERS
+
+    return tuple(adapter.endpoint for adapter in ADAPTERS.values())
+
+
 class ChannelConfig(BaseModel):
     """One upstream channel (an element of the ``CCX_CHANNELS`` JSON array).
 
@@ -61,7 +72,9 @@ class ChannelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, description="Unique channel name; shown in logs and headers.")
-    service_type: ServiceType = Field(description="Upstream protocol: responses, chat (openai), claude, demo.")
+    service_type: str = Field(
+        description="Upstream protocol: responses, chat (openai), claude, demo (the registry, ccx_asgi.channels)."
+    )
     base_url: str = Field(default="", description="API root, e.g. https://api.deepseek.com/v1.")
     api_keys: list[SecretStr] = Field(default_factory=list, description="Upstream keys, tried in order.")
     model_map: dict[str, str] = Field(
@@ -173,9 +186,12 @@ class ChannelConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _demo_base_url(cls, data: Any) -> Any:
-        if isinstance(data, dict) and str(data.get("service_type", "")).lower() == "demo":
-            return {**data, "base_url": DEMO_BASE_URL}
+    def _fixed_base_url(cls, data: Any) -> Any:
+        # A type with a fixed API root (the demo's in-process host) always uses it.
+        if isinstance(data, dict) and isinstance(data.get("service_type"), str):
+            adapter = _adapter(_SERVICE_ALIASES.get(name := data["service_type"].strip().lower(), name))
+            if adapter is not None and adapter.base_url is not None:
+                return {**data, "base_url": adapter.base_url}
         return data
 
     @field_validator("service_type", mode="before")
@@ -184,6 +200,17 @@ class ChannelConfig(BaseModel):
         if isinstance(value, str):
             lowered = value.strip().lower()
             return _SERVICE_ALIASES.get(lowered, lowered)
+        return value
+
+    @field_validator("service_type")
+    @classmethod
+    def _registered_service_type(cls, value: str) -> str:
+        from ccx_asgi.channels import service_types
+
+        names = service_types()
+        if value not in names:
+            expected = " or ".join((", ".join(repr(n) for n in names[:-1]), repr(names[-1])))
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
         return value
 
     @field_validator("base_url")
@@ -196,13 +223,13 @@ class ChannelConfig(BaseModel):
             # Shown without userinfo or query: either may carry a credential.
             shown = re.sub(r"//[^/@]*@", "//***@", path).partition("#")[0]
             raise ValueError(f"base_url must start with http:// or https:// (got {shown!r})")
-        if path.endswith(("/responses", "/chat/completions", "/messages")):
+        if path.endswith(_endpoint_paths()):
             raise ValueError("base_url must be the API root (e.g. https://api.example.com/v1), not an endpoint URL")
         return path + mark + query if query else path
 
     @model_validator(mode="after")
     def _check_needs_base_url(self) -> ChannelConfig:
-        if self.service_type != "demo" and not self.base_url:
+        if not self.base_url:
             raise ValueError(f"channel {self.name!r}: base_url is required for service_type {self.service_type!r}")
         return self
 

@@ -43,7 +43,7 @@ from ccx_asgi.observability import note_response
 from ccx_asgi.sse import encode_event
 from ccx_asgi.store import before_answer
 from ccx_asgi.types import Event, Send
-from ccx_asgi.upstream_errors import CODEX_ERROR_CODES
+from ccx_asgi.upstream_errors import CODEX_ERROR_CODES, stream_failure
 
 __all__ = ["TERMINAL_EVENTS", "ClientStream", "empty_completion", "response_headers"]
 
@@ -66,9 +66,6 @@ _CONTENT_PREFIXES = (
     "response.custom_tool_call_input.",
     "response.refusal.",
 )
-# Errors reported in-stream that another channel would hit as well: give them to the client.
-# (insufficient_quota is not among them: another key may have credit; see ccx_asgi.upstream_errors.)
-_FINAL_CODES = frozenset({"context_length_exceeded", "invalid_prompt", "content_filter", "invalid_request_error"})
 _SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
 
@@ -118,12 +115,12 @@ def _failure(event: Event) -> UpstreamStreamError:
     error = error if isinstance(error, dict) else {}
     code = error.get("code") if isinstance(error.get("code"), str) else None
     message = error.get("message") if isinstance(error.get("message"), str) else "upstream stream failed"
-    final = code in _FINAL_CODES
+    failure = stream_failure(code)
     return UpstreamStreamError(
         f"upstream stream failed before any content: {message}",
         code=code or "upstream_stream_error",
-        retryable=not final,
-        status=400 if final else None,
+        failure=failure,
+        status=400 if failure == "final" else None,
     )
 
 
@@ -193,7 +190,7 @@ class ClientStream:
                 await self._commit_held(events[n + 1 :])
                 return
             if empty_completion(event):
-                raise UpstreamStreamError(f"channel {self._channel()!r}: the upstream completed without any output")
+                raise UpstreamStreamError("the upstream completed without any output", channel=self._channel())
             held.append(event)
             if _meaningful(event):
                 await self._commit_held(events[n + 1 :])
@@ -218,7 +215,7 @@ class ClientStream:
         then end the body; a stream that carried no answer raises for failover."""
         await self.offer(closing)
         if not self.content:
-            raise UpstreamStreamError(f"channel {self._channel()!r}: the upstream stream carried no answer")
+            raise UpstreamStreamError("the upstream stream carried no answer", channel=self._channel())
         await self.end()
 
     def _stamp(self, event: Event) -> bytes:

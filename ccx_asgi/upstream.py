@@ -52,7 +52,7 @@ from ccx_asgi.errors import (
     UpstreamTimeoutError,
 )
 from ccx_asgi.hints import upstream_error_hint
-from ccx_asgi.settings import DEMO_BASE_URL, ChannelConfig
+from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.upstream_errors import upstream_status_error
 
 __all__ = ["AiohttpTransport", "Upstream", "UpstreamResponse", "forwardable_headers", "redact"]
@@ -72,7 +72,6 @@ _DROP = frozenset(
     }
 )  # fmt: skip
 _DROP_PREFIXES = ("x-forwarded-", "proxy-", "x-ccx-", "sec-", "x-amz-", "x-envoy-")
-_DEMO_HOST = urlsplit(DEMO_BASE_URL).hostname or ""
 _MAX_ERROR_BODY = 256 * 1024
 _MAX_URLS = 1024
 
@@ -639,8 +638,9 @@ _ACCEPT_ENCODING = ("accept-encoding", "gzip, deflate")
 class Upstream:
     """The gateway's HTTP client. One instance per app; cheap to share across requests.
 
-    ``transport`` replaces :class:`AiohttpTransport` (tests, a host's own); ``demo_transport``
-    answers the built-in demo channel's host. ``proxy`` is the default proxy URL of channels without
+    ``transport`` replaces :class:`AiohttpTransport` (tests, a host's own); ``mounts`` are httpx
+    mounts for hosts answered in process (the built-in demo's, from
+    :func:`ccx_asgi.channels.local_transports`). ``proxy`` is the default proxy URL of channels without
     their own; ``trust_env`` lets channels without any proxy setting use the standard proxy variables.
     ``max_connections`` bounds the default pool (requests without a channel); each channel's pool
     has its own ``max_connections``.
@@ -651,13 +651,13 @@ class Upstream:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 256,
-        demo_transport: httpx.AsyncBaseTransport | None = None,
+        mounts: Mapping[str, httpx.AsyncBaseTransport] | None = None,
         proxy: str | None = None,
         trust_env: bool = False,
         keepalive_expiry: float = 5.0,
     ) -> None:
         self._transport = transport
-        self._demo_transport = demo_transport
+        self._mounts = dict(mounts or {})
         self._proxy = proxy or None
         self._trust_env = trust_env
         self._keepalive_expiry = keepalive_expiry
@@ -674,9 +674,7 @@ class Upstream:
     def client(self) -> httpx.AsyncClient:
         """The shared ``httpx.AsyncClient``, created on first use."""
         if self._client is None:
-            mounts = {}
-            if self._demo_transport is not None:
-                mounts["all://" + _DEMO_HOST] = self._demo_transport
+            mounts: dict[str, httpx.AsyncBaseTransport | None] = dict(self._mounts)
             transport = self._transport
             if transport is None:
                 transport = AiohttpTransport(default=self._default_pool, keepalive_expiry=self._keepalive_expiry)
@@ -792,18 +790,16 @@ class Upstream:
                 response = await self.client.send(request, stream=True)
         except TimeoutError:
             raise UpstreamTimeoutError(
-                f"channel {channel.name!r}: no response from the upstream within "
-                f"{channel.first_byte_timeout:g}s (first_byte_timeout)"
+                f"no response from the upstream within {channel.first_byte_timeout:g}s (first_byte_timeout)",
+                channel=channel.name,
             ) from None
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(f"channel {channel.name!r}: upstream timed out {_describe(exc)}") from None
+            raise UpstreamTimeoutError(f"upstream timed out {_describe(exc)}", channel=channel.name) from None
         except httpx.HTTPError as exc:
-            raise UpstreamConnectError(
-                f"channel {channel.name!r}: could not reach the upstream {_describe(exc)}"
-            ) from None
+            raise UpstreamConnectError(f"could not reach the upstream {_describe(exc)}", channel=channel.name) from None
         except (ValueError, httpx.InvalidURL) as exc:  # configuration: named without values
             raise UpstreamConnectError(
-                f"channel {channel.name!r}: cannot send the request ({type(exc).__name__})"
+                f"cannot send the request ({type(exc).__name__})", channel=channel.name
             ) from None
         response.extensions[_DEADLINE] = deadline
         try:
@@ -811,8 +807,8 @@ class Upstream:
             if status < 200:
                 # 1xx answers are skipped by the transport; what is left is a 101 protocol switch.
                 raise UpstreamStatusError(
-                    f"channel {channel.name!r}: upstream answered HTTP {status} (a protocol switch the gateway "
-                    "never asked for)",
+                    f"upstream answered HTTP {status} (a protocol switch the gateway never asked for)",
+                    channel=channel.name,
                     retryable=True,
                     upstream_status=status,
                 )
@@ -842,8 +838,9 @@ class Upstream:
         if status < 400:
             # Redirects are never followed (a Location could point anywhere, e.g. a metadata service).
             return UpstreamStatusError(
-                f"channel {attempt.channel.name!r}: upstream answered HTTP {status} (a redirect, which the "
+                f"upstream answered HTTP {status} (a redirect, which the "
                 "gateway does not follow; check the channel's base_url)",
+                channel=attempt.channel.name,
                 retryable=True,
                 upstream_status=status,
             )
@@ -889,15 +886,16 @@ class Upstream:
         except (TimeoutError, httpx.TimeoutException):
             if watch is not None and watch.fired:
                 raise UpstreamTimeoutError(
-                    f"channel {channel.name!r}: upstream went idle for more than {idle:g}s (idle_timeout)"
+                    f"upstream went idle for more than {idle:g}s (idle_timeout)", channel=channel.name
                 ) from None
             raise UpstreamTimeoutError(
-                f"channel {channel.name!r}: the upstream's answer was not complete within "
-                f"{channel.first_byte_timeout:g}s of the request (first_byte_timeout)"
+                f"the upstream's answer was not complete within "
+                f"{channel.first_byte_timeout:g}s of the request (first_byte_timeout)",
+                channel=channel.name,
             ) from None
         except httpx.HTTPError as exc:
             raise UpstreamConnectError(
-                f"channel {channel.name!r}: upstream connection failed mid-response {_describe(exc)}"
+                f"upstream connection failed mid-response {_describe(exc)}", channel=channel.name
             ) from None
         finally:
             # httpx hands out an async generator: close it here rather than leave it to the GC.
@@ -917,14 +915,15 @@ class Upstream:
             raw += chunk
             if len(raw) > limit:
                 raise UpstreamStatusError(
-                    f"channel {channel.name!r}: upstream response exceeds {limit} bytes",
+                    f"upstream response exceeds {limit} bytes",
+                    channel=channel.name,
                     retryable=False,
                 )
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise UpstreamStatusError(
-                f"channel {channel.name!r}: upstream answered with invalid JSON", retryable=True
+                "upstream answered with invalid JSON", channel=channel.name, retryable=True
             ) from None
 
     async def get_json(

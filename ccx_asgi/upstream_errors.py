@@ -13,8 +13,9 @@ Codex (0.171, checked with the real CLI) acts on very few error codes, in JSON e
 Upstreams say the same things in many dialects (OpenAI and DeepSeek codes and messages, vLLM
 messages, Claude's "prompt is too long" and "credit balance is too low", HTTP 402 from DeepSeek and
 OpenRouter), so every converted channel and the upstream client ask :func:`classify_error` and
-build errors with :func:`upstream_status_error`. Whether another key or channel is tried is decided
-here too (``retryable``):
+build errors with :func:`upstream_status_error`; an error inside a stream gets its kind from
+:func:`stream_failure`. What each kind means for failover (try another key or channel? park the
+key?) is the one table :data:`~ccx_asgi.errors.RETRY_POLICY`:
 
 - a context-length error is **final**: the candidates of one requested model serve the same model
   behind other keys or providers, so they would refuse the prompt as well, and Codex's own remedy
@@ -29,16 +30,18 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from ccx_asgi.errors import INSUFFICIENT_QUOTA, UpstreamStatusError
+from ccx_asgi.errors import INSUFFICIENT_QUOTA, Failure, UpstreamStatusError
 
 __all__ = [
     "CODEX_ERROR_CODES",
     "CONTEXT_LENGTH_EXCEEDED",
+    "FINAL_STREAM_CODES",
     "INSUFFICIENT_QUOTA",
     "RESPONSE_ERROR_CODES",
     "ErrorKind",
     "classify_error",
     "response_error_code",
+    "stream_failure",
     "upstream_status_error",
 ]
 
@@ -84,6 +87,11 @@ _QUOTA_TEXT = re.compile(
 _RATE_TEXT = re.compile(r"rate.?limit|too many requests", re.IGNORECASE)
 # Other transient conditions another key or channel may not have.
 _RETRYABLE_STATUS = frozenset({401, 403, 408, 409, 425, 429})
+# Statuses that reject the key itself (402 is quota, see classify_error).
+_REJECTED_KEY_STATUS = frozenset({401, 403})
+#: Codes of errors reported inside a stream that another channel would hit as well (``final``).
+#: insufficient_quota is not among them: another key may have credit.
+FINAL_STREAM_CODES = frozenset({"context_length_exceeded", "invalid_prompt", "content_filter", "invalid_request_error"})
 _RETRYABLE_TEXT = re.compile(r"overloaded|capacity|try again later|quota", re.IGNORECASE)
 
 
@@ -114,27 +122,47 @@ def response_error_code(code: str | None, message: str, default: str = "server_e
     return code if code in RESPONSE_ERROR_CODES else default
 
 
+def stream_failure(code: str | None) -> Failure:
+    """The :data:`~ccx_asgi.errors.Failure` kind of an error an upstream reported inside its stream
+    before any content, by its code."""
+    if code in FINAL_STREAM_CODES:
+        return "final"
+    return "insufficient_quota" if code == INSUFFICIENT_QUOTA else "transient"
+
+
 def upstream_status_error(
     channel: str, status: int, code: str | None, message: str, *, retry_after: float | None = None
 ) -> UpstreamStatusError:
     """The error for an upstream HTTP error answer (``status`` ≥ 400, ``message`` already redacted).
 
-    Retryable (the failover layer tries the next target): quota and rate limits, 401/403/408/409/
-    425/429, every 5xx, overload bodies. Final: context length (client 400
-    ``context_length_exceeded``) and other client errors (400, or the upstream's 404/413).
+    Retried (the failover layer tries the next target): quota (``insufficient_quota``) and a
+    rejected key (401/403, ``rejected_key``), rate limits, 408/409/425/429, every 5xx and overload
+    bodies (``transient``). Final: context length (client 400 ``context_length_exceeded``) and other
+    client errors (``final``: 400, or the upstream's 404/413).
     """
-    text = f"channel {channel!r}: upstream returned HTTP {status}: {message}"
+    text = f"upstream returned HTTP {status}: {message}"
     kind = classify_error(code, message, status)
     if kind == "context_length_exceeded":
         error = UpstreamStatusError(
-            text, status=400, code=CONTEXT_LENGTH_EXCEEDED, retryable=False, upstream_status=status
+            text,
+            channel=channel,
+            failure="context_length_exceeded",
+            status=400,
+            code=CONTEXT_LENGTH_EXCEEDED,
+            upstream_status=status,
         )
         error.type = "invalid_request_error"
         return error
     if kind == "insufficient_quota":
         # 429 is what makes Codex stop and say "Quota exceeded" (it retries a 402).
         error = UpstreamStatusError(
-            text, status=429, code=INSUFFICIENT_QUOTA, retryable=True, retry_after=retry_after, upstream_status=status
+            text,
+            channel=channel,
+            failure="insufficient_quota",
+            status=429,
+            code=INSUFFICIENT_QUOTA,
+            retry_after=retry_after,
+            upstream_status=status,
         )
         error.type = INSUFFICIENT_QUOTA
         return error
@@ -146,9 +174,21 @@ def upstream_status_error(
     )
     if retryable:
         return UpstreamStatusError(
-            text, status=502, code="upstream_error", retryable=True, retry_after=retry_after, upstream_status=status
+            text,
+            channel=channel,
+            failure="rejected_key" if status in _REJECTED_KEY_STATUS else "transient",
+            status=502,
+            code="upstream_error",
+            retry_after=retry_after,
+            upstream_status=status,
         )
     client_status = status if status in (404, 413) else 400
     return UpstreamStatusError(
-        text, status=client_status, code=code, retryable=False, retry_after=retry_after, upstream_status=status
+        text,
+        channel=channel,
+        failure="final",
+        status=client_status,
+        code=code,
+        retry_after=retry_after,
+        upstream_status=status,
     )

@@ -11,30 +11,38 @@ translated back by :class:`~ccx_asgi.convert.chat.ChatStreamTranslator` (streams
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ccx_asgi.channels.base import UpstreamRequest, attempt_catalog
+from ccx_asgi.channels.base import BaseAdapter, UpstreamRequest, attempt_catalog
 from ccx_asgi.context import Attempt, RequestContext
 from ccx_asgi.convert import chat
 from ccx_asgi.convert.common import ConversionError
 from ccx_asgi.errors import UpstreamStatusError
 
+if TYPE_CHECKING:
+    from ccx_asgi.settings import ChannelConfig
+
 __all__ = ["ChatAdapter"]
 
 
-class ChatAdapter:
+class ChatAdapter(BaseAdapter):
     """Adapter for ``service_type: chat`` (see the module docstring)."""
+
+    endpoint = "/chat/completions"
+
+    def options(self, channel: ChannelConfig) -> chat.ChatOptions:
+        """The channel's :class:`~ccx_asgi.convert.chat.ChatOptions`."""
+        return chat.ChatOptions.from_channel(channel)
 
     def build_request(self, ctx: RequestContext, attempt: Attempt) -> UpstreamRequest:
         """The attempt's Responses body as a Chat Completions request for the mapped model."""
         body = chat.to_request(
             attempt.body,
             model=attempt.upstream_model,
-            options=chat.ChatOptions.from_channel(attempt.channel),
+            options=self.options(attempt.channel),
             catalog=attempt_catalog(ctx, attempt),
         )
-        headers = [("authorization", f"Bearer {attempt.api_key.get_secret_value()}")] if attempt.api_key else []
-        return UpstreamRequest("/chat/completions", body, headers)
+        return UpstreamRequest(self.endpoint, body, [])
 
     def translator(self, ctx: RequestContext, attempt: Attempt) -> chat.ChatStreamTranslator:
         """A fresh Chat → Responses stream translator echoing the client's model."""
@@ -45,4 +53,4 @@ class ChatAdapter:
         try:
             return chat.to_response(data, model=ctx.model, request=attempt.body, catalog=attempt_catalog(ctx, attempt))
         except ConversionError as exc:
-            raise UpstreamStatusError(f"channel {attempt.channel.name!r}: {exc}", retryable=True) from None
+            raise UpstreamStatusError(str(exc), channel=attempt.channel.name, retryable=True) from None

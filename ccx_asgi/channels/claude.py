@@ -10,37 +10,58 @@ back through :class:`~ccx_asgi.convert.claude.ClaudeStreamTranslator` or
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ccx_asgi.channels.base import UpstreamRequest, attempt_catalog
+from ccx_asgi.channels.base import BaseAdapter, ModelsRequest, UpstreamRequest, attempt_catalog
 from ccx_asgi.context import Attempt, RequestContext
 from ccx_asgi.convert import claude
 from ccx_asgi.convert.common import ConversionError
 from ccx_asgi.errors import UpstreamStatusError
 
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from ccx_asgi.settings import ChannelConfig
+
 __all__ = ["ClaudeAdapter"]
 
+#: Anthropic pages model lists (20 by default); one page of the maximum size holds them all.
+_MODELS = ModelsRequest("/models", "limit=1000")
 
-class ClaudeAdapter:
+
+class ClaudeAdapter(BaseAdapter):
     """Adapter for ``service_type: claude``."""
 
+    endpoint = "/messages"
+
+    def auth_headers(self, channel: ChannelConfig, key: SecretStr | None) -> list[tuple[str, str]]:
+        """The channel's ``anthropic-version`` and the key as ``x-api-key`` (never ``Authorization``)."""
+        headers = [("anthropic-version", channel.anthropic_version)]
+        if key is not None:
+            headers.append(("x-api-key", key.get_secret_value()))
+        return headers
+
+    def models_request(self, channel: ChannelConfig) -> ModelsRequest:
+        """``GET {base_url}/models?limit=1000``."""
+        return _MODELS
+
+    def options(self, channel: ChannelConfig) -> claude.ClaudeOptions:
+        """The channel's :class:`~ccx_asgi.convert.claude.ClaudeOptions`."""
+        return claude.ClaudeOptions.from_channel(channel)
+
     def build_request(self, ctx: RequestContext, attempt: Attempt) -> UpstreamRequest:
-        """The Messages request for this attempt, with ``x-api-key`` and ``anthropic-version``."""
-        channel = attempt.channel
+        """The Messages request for this attempt."""
         body = claude.to_request(
             attempt.body,
             model=attempt.upstream_model,
-            options=claude.ClaudeOptions.from_channel(channel),
+            options=self.options(attempt.channel),
             catalog=attempt_catalog(ctx, attempt),
         )
         if ctx.stream:
             body["stream"] = True
         else:
             body.pop("stream", None)
-        headers = [("anthropic-version", channel.anthropic_version)]
-        if attempt.api_key is not None:
-            headers.append(("x-api-key", attempt.api_key.get_secret_value()))
-        return UpstreamRequest("/messages", body, headers)
+        return UpstreamRequest(self.endpoint, body, [])
 
     def translator(self, ctx: RequestContext, attempt: Attempt) -> claude.ClaudeStreamTranslator:
         """A fresh Messages → Responses stream translator."""
@@ -53,4 +74,4 @@ class ClaudeAdapter:
                 data, model=ctx.model, request=attempt.body, catalog=attempt_catalog(ctx, attempt)
             )
         except ConversionError as exc:
-            raise UpstreamStatusError(f"channel {attempt.channel.name!r}: {exc}", retryable=True) from None
+            raise UpstreamStatusError(str(exc), channel=attempt.channel.name, retryable=True) from None

@@ -13,19 +13,23 @@ it summarises the output; otherwise it answers with a short text.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Container, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
 
+from ccx_asgi.channels.base import ModelsRequest
+from ccx_asgi.channels.responses import ResponsesAdapter
 from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.convert.tools import request_tools
-from ccx_asgi.routing import matches_allowlist
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.sse import encode_event
 
-__all__ = ["DEMO_MODELS", "DemoTransport", "demo_models", "demo_response"]
+__all__ = ["DEMO_BASE_URL", "DEMO_MODELS", "DemoAdapter", "DemoTransport", "demo_response"]
+
+#: Base URL of the built-in demo channel; only the in-process demo transport answers there.
+DEMO_BASE_URL = "http://demo.ccx.invalid/v1"
 
 #: The names ``GET /models`` lists for a demo channel without a ``model_map`` (it answers any name):
 #: Codex's default model first, so pickers that read ``/models`` offer something that works.
@@ -34,24 +38,6 @@ DEMO_MODELS = ("gpt-5.5", "demo")
 _ECHO = "echo 'hello from the ccx_asgi demo channel'"
 _CODE_MODE = f"text(await tools.exec_command({{cmd: {orjson.dumps(_ECHO).decode()}}}));"
 _HINT = "(This answer comes from the ccx_asgi demo channel; set CCX_CHANNELS to reach a real model.)"
-
-
-def demo_models(channels: Iterable[ChannelConfig], listed: Container[str]) -> list[tuple[str, str]]:
-    """``(model, channel name)`` pairs the enabled demo channels add to ``GET /models``.
-
-    Only channels without a ``model_map`` (those that have one list its names already), filtered by
-    the channel's allowlist; names in ``listed`` and repeats are left out.
-    """
-    out: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for channel in channels:
-        if channel.service_type != "demo" or not channel.enabled or channel.model_map:
-            continue
-        for model in DEMO_MODELS:
-            if model not in listed and model not in seen and matches_allowlist(channel.models, model):
-                seen.add(model)
-                out.append((model, channel.name))
-    return out
 
 
 def _tool_arguments(tool: dict[str, Any]) -> dict[str, Any]:
@@ -161,3 +147,20 @@ class DemoTransport(httpx.AsyncBaseTransport):
                 yield encode_event(event)
 
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=frames())
+
+
+class DemoAdapter(ResponsesAdapter):
+    """``service_type: demo``: a native Responses channel on :data:`DEMO_BASE_URL`, answered in
+    process by :class:`DemoTransport`; it keeps no state and lists :data:`DEMO_MODELS`."""
+
+    base_url: str | None = DEMO_BASE_URL
+    builtin_models: tuple[str, ...] = DEMO_MODELS
+    stores_responses = False
+
+    def models_request(self, channel: ChannelConfig) -> ModelsRequest | None:
+        """None: the demo's names are :attr:`builtin_models`."""
+        return None
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """A fresh :class:`DemoTransport`."""
+        return DemoTransport()

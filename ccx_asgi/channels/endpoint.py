@@ -14,10 +14,8 @@ from typing import Any
 
 import orjson
 
+from ccx_asgi.channels import ADAPTERS
 from ccx_asgi.channels.base import ChannelAdapter, StreamTranslator
-from ccx_asgi.channels.chat import ChatAdapter
-from ccx_asgi.channels.claude import ClaudeAdapter
-from ccx_asgi.channels.responses import ResponsesAdapter
 from ccx_asgi.context import Attempt, get_context
 from ccx_asgi.errors import UpstreamError, UpstreamStreamError
 from ccx_asgi.observability import note_response, note_upstream_url
@@ -31,21 +29,14 @@ __all__ = ["ADAPTERS", "ChannelEndpoint"]
 
 logger = logging.getLogger("ccx_asgi.upstream")
 
-#: Adapters by ``service_type``. The demo channel speaks native Responses.
-ADAPTERS: dict[str, ChannelAdapter] = {
-    "responses": ResponsesAdapter(),
-    "demo": ResponsesAdapter(),
-    "chat": ChatAdapter(),
-    "claude": ClaudeAdapter(),
-}
-
 _MAX_JSON_RESPONSE = 64 * 1024 * 1024
 
 
 class ChannelEndpoint:
     """Innermost app of the ``POST /responses`` pipeline (see the module docstring).
 
-    ``adapters`` maps service types to :class:`ChannelAdapter` objects (default :data:`ADAPTERS`).
+    ``adapters`` maps service types to :class:`ChannelAdapter` objects (default the registry,
+    :data:`ccx_asgi.channels.ADAPTERS`).
     """
 
     def __init__(self, upstream: Upstream, *, adapters: dict[str, ChannelAdapter] | None = None) -> None:
@@ -61,8 +52,8 @@ class ChannelEndpoint:
         adapter = self.adapters.get(attempt.channel.service_type)
         if adapter is None:
             raise UpstreamError(
-                f"channel {attempt.channel.name!r}: service_type {attempt.channel.service_type!r} "
-                "is not available in this installation",
+                f"service_type {attempt.channel.service_type!r} is not available in this installation",
+                channel=attempt.channel.name,
                 retryable=True,
             )
         request = adapter.build_request(ctx, attempt)
@@ -75,6 +66,7 @@ class ChannelEndpoint:
             ("content-type", "application/json"),
             ("accept", "text/event-stream" if ctx.stream else "application/json"),
             *((k, v.get_secret_value()) for k, v in attempt.channel.headers.items()),
+            *adapter.auth_headers(attempt.channel, attempt.api_key),
             *request.headers,
         ]
         body = orjson.dumps(request.body)
@@ -87,9 +79,7 @@ class ChannelEndpoint:
                 completed = converted.get("status") == "completed"
                 if completed and empty_completion({"type": "response.completed", "response": converted}):
                     # The same rule as a stream that completes with no output (see the module docstring).
-                    raise UpstreamStreamError(
-                        f"channel {attempt.channel.name!r}: the upstream completed without any output"
-                    )
+                    raise UpstreamStreamError("the upstream completed without any output", channel=attempt.channel.name)
                 note_response(ctx, converted)  # ops: usage for the request log and metrics
                 await before_answer(ctx, converted)  # stored before the client can ask for it
                 payload = orjson.dumps(converted)
@@ -121,7 +111,7 @@ class ChannelEndpoint:
             return
         except SSELimitError as exc:
             message = str(exc)
-            error = UpstreamStreamError(f"channel {attempt.channel.name!r}: {message}")
+            error = UpstreamStreamError(message, channel=attempt.channel.name)
             await stream.upstream_failed(error, lambda _: translator.fail(message))
             await stream.end()
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ccx_asgi.channels.base import UpstreamRequest
+from ccx_asgi.channels.base import BaseAdapter, UpstreamRequest
 from ccx_asgi.context import Attempt, RequestContext
 from ccx_asgi.convert.events import new_id
 from ccx_asgi.errors import UpstreamStatusError
@@ -79,13 +79,16 @@ class PassthroughTranslator:
         return [{"type": "response.failed", "response": response, "sequence_number": self._seq}]
 
 
-class ResponsesAdapter:
-    """Adapter for ``service_type: responses`` (and the built-in demo)."""
+class ResponsesAdapter(BaseAdapter):
+    """Adapter for ``service_type: responses`` (the built-in demo is a subclass): Bearer auth,
+    ``POST {base_url}/responses``, the upstream's own ``GET /models``; the upstream stores responses."""
+
+    endpoint = "/responses"
+    stores_responses = True
 
     def build_request(self, ctx: RequestContext, attempt: Attempt) -> UpstreamRequest:
-        """The client's body with the mapped model, authorised with the channel key."""
-        headers = [("authorization", f"Bearer {attempt.api_key.get_secret_value()}")] if attempt.api_key else []
-        return UpstreamRequest("/responses", {**attempt.body, "model": attempt.upstream_model}, headers)
+        """The client's body with the mapped model."""
+        return UpstreamRequest(self.endpoint, {**attempt.body, "model": attempt.upstream_model}, [])
 
     def translator(self, ctx: RequestContext, attempt: Attempt) -> PassthroughTranslator:
         """A checking pass-through translator."""
@@ -95,7 +98,8 @@ class ResponsesAdapter:
         """Native answers need no conversion, only a sanity check."""
         if not isinstance(data, dict):
             raise UpstreamStatusError(
-                f"channel {attempt.channel.name!r}: upstream answered with a non-object JSON body",
+                "upstream answered with a non-object JSON body",
+                channel=attempt.channel.name,
                 retryable=True,
             )
         return data

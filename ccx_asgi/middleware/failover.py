@@ -11,7 +11,11 @@ it sets ``scope["ccx"].attempt`` and calls the wrapped app, normally
   to the next target; ``Retry-After`` parks the key for that long, a rejected key (401/402/403) or
   one out of quota for ``key_park_seconds``;
 - a **non-retryable** error (400 validation, context length, an upstream 404, content policy) goes
-  to the client unchanged, without trying elsewhere (see :mod:`ccx_asgi.upstream_errors`);
+  to the client unchanged, without trying elsewhere.
+
+Which is which is the retry policy, :data:`ccx_asgi.errors.RETRY_POLICY` (the error's
+``retryable`` and ``park_seconds``); :mod:`ccx_asgi.upstream_errors` says which kind of failure an
+upstream's answer is.
 - once content reached the client, the channel is fixed (the endpoint turns failures into
   ``response.failed``).
 
@@ -54,7 +58,7 @@ from ccx_asgi.affinity import Affinity, Sticky, session_key
 from ccx_asgi.asgi import wait_for_disconnect
 from ccx_asgi.breaker import BreakerConfig, CircuitBreaker, Verdict
 from ccx_asgi.context import Attempt, AttemptRecord, RequestContext, get_context
-from ccx_asgi.errors import INSUFFICIENT_QUOTA, CCXError, UpstreamError, all_channels_failed, send_error
+from ccx_asgi.errors import CCXError, UpstreamError, all_channels_failed, send_error
 from ccx_asgi.routing import Target, order_targets
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.state import Clock, MemoryStore, StateStore
@@ -64,8 +68,6 @@ from ccx_asgi.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["FailoverMiddleware"]
 
 logger = logging.getLogger("ccx_asgi.failover")
-
-_AUTH_STATUSES = frozenset({401, 402, 403})
 
 
 class _Responder:
@@ -201,7 +203,7 @@ class FailoverMiddleware:
                 if last is not None:
                     failures.append(last)
             skipped = []
-        quota = bool(failures) and all(f.code == INSUFFICIENT_QUOTA for f in failures)
+        quota = bool(failures) and all(f.failure == "insufficient_quota" for f in failures)
         await self._all_failed(send, ctx, stream, skipped, last, quota=quota)
 
     async def _served(self, session: str | None, sticky: Sticky | None, target: Target) -> None:
@@ -229,19 +231,14 @@ class FailoverMiddleware:
         except UpstreamError as exc:
             if (stream is not None and stream.content) or (stream is None and responder.started):
                 raise
-            outcome = exc.message.removeprefix(f"channel {channel.name!r}: ")
+            outcome = exc.reason if exc.channel == channel.name else exc.message
             ctx.attempts.append(AttemptRecord(channel.name, target.index, outcome, exc.upstream_status))
             logger.info("request %s: %s (key #%d): %s", ctx.request_id, channel.name, target.index + 1, outcome)
             if not exc.retryable:
                 await self.breaker.success(target.id, probe=verdict.probe)
                 await self._send_final(send, stream, exc)
                 return _Next.DONE, last
-            park: float | None = None
-            if exc.retry_after is not None:
-                park = min(exc.retry_after, self.max_retry_after)
-            elif exc.upstream_status in _AUTH_STATUSES or exc.code == INSUFFICIENT_QUOTA:
-                # A rejected key, or one out of credit, stays unusable for a while.
-                park = self.key_park_seconds
+            park = exc.park_seconds(key_park_seconds=self.key_park_seconds, max_retry_after=self.max_retry_after)
             await self.breaker.failed(target.id, probe=verdict.probe, park=park)
             return _Next.TRY_NEXT, exc
         except BaseException:

@@ -35,6 +35,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from ccx_asgi.breaker import channel_targets, target_id
+from ccx_asgi.channels import adapter_for
+from ccx_asgi.channels.responses import ResponsesAdapter
 from ccx_asgi.context import AnswerHook, RequestContext, get_context
 from ccx_asgi.convert.claude import REASONING_PREFIX as CLAUDE_REASONING_PREFIX
 from ccx_asgi.convert.common import input_items, openai_state_fields, wants_background
@@ -67,13 +69,14 @@ GATEWAY_ENVELOPES = (CHAT_REASONING_PREFIX, CLAUDE_REASONING_PREFIX)
 
 def holds_state(channel: ChannelConfig) -> bool:
     """Whether the channel's upstream stores responses itself (a native Responses channel)."""
-    return channel.service_type == "responses"
+    adapter = adapter_for(channel.service_type)
+    return adapter is not None and adapter.stores_responses
 
 
 def speaks_responses(channel: ChannelConfig) -> bool:
     """Whether the channel gets the Responses body as it is (native channels and the built-in demo,
     which keeps no state): the gateway's own envelopes and chain ids must be taken out for it."""
-    return channel.service_type in ("responses", "demo")
+    return isinstance(adapter_for(channel.service_type), ResponsesAdapter)
 
 
 def _not_found(response_id: str, why: str = "") -> InvalidRequestError:
