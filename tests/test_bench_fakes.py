@@ -115,7 +115,8 @@ async def test_relay_forwards_bytes_unchanged() -> None:
     fake = FakeUpstream(fast_chunks=2)
     async with _client(fake) as client:
         direct = await client.post("/v1/chat/completions", json={"model": "m", "messages": [], "stream": True})
-    relay = build_relay("http://fake.test", transport=httpx.ASGITransport(app=fake))
+    # bench/fakes.py types the ASGI scope as a dict, narrower than httpx's mapping (bench is not type-checked)
+    relay = build_relay("http://fake.test", transport=httpx.ASGITransport(app=fake))  # type: ignore[arg-type]
     async with _client(relay) as client:
         relayed = await client.post("/v1/chat/completions", json={"model": "m", "messages": [], "stream": True})
     assert relayed.status_code == 200

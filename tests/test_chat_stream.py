@@ -193,7 +193,10 @@ def test_non_streaming_conversion_matches_the_stream(name: str) -> None:
     response = to_response(completion, model="client-model", request=REQUEST)
     validate_response(response)
     streamed = replay(name)[-1]["response"]
-    strip = lambda items: [{k: v for k, v in i.items() if k != "id"} for i in items]  # noqa: E731
+
+    def strip(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in i.items() if k != "id"} for i in items]
+
     assert strip(response["output"]) == strip(streamed["output"])
     assert response["status"] == streamed["status"]
     assert response["usage"] == streamed["usage"]

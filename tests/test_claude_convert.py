@@ -311,7 +311,11 @@ def test_only_known_fields_are_sent() -> None:
 
 def test_the_fake_rejects_what_claude_rejects() -> None:
     """The strict fake is only useful if it really refuses bad requests."""
-    good = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]}
+    good: dict[str, Any] = {
+        "model": "m",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}],
+    }
     check_request(good)
     bad = [
         {**good, "input": "x"},

@@ -28,6 +28,7 @@ import pytest
 from packaging.requirements import Requirement
 
 import ccx_asgi
+from ccx_asgi.types import Receive, Scope, Send
 from tests.servers import serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,7 +333,7 @@ def test_metrics_come_with_the_server_extra(gateways: list[Gateway]) -> None:
 def _failing_upstream() -> tuple[Any, list[str]]:
     hits: list[str] = []
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         hits.append(scope["path"])
