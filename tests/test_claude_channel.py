@@ -235,7 +235,7 @@ async def test_over_real_http_with_the_openai_sdk(make_app: AppFactory) -> None:
     )
     with serve(fake) as upstream_url:
         app = make_app([channel("c", service_type="claude", base_url=upstream_url)])
-        with serve(app, lifespan="off") as gateway:
+        with serve(app) as gateway:  # its lifespan closes the upstream client before the loop ends
             client = AsyncOpenAI(base_url=gateway, api_key=PROXY_KEY, max_retries=0)
             seen = []
             async with client.responses.stream(model="m", input="hi", reasoning={"effort": "low"}) as events:

@@ -105,8 +105,14 @@ class Gateway:
             code = self.proc.wait(timeout=20)
         finally:
             self.kill_group()
-            self._reader.join(timeout=5)
+            self.close()
         return code in (0, -signal.SIGTERM) and "Traceback" not in self.log
+
+    def close(self) -> None:
+        """Once the process is gone: let the reader finish the log, then close the pipe."""
+        self._reader.join(timeout=5)
+        if self.proc.stdout is not None and not self._reader.is_alive():
+            self.proc.stdout.close()
 
     def kill_group(self) -> None:
         """SIGKILL whatever is left of the process group (workers whose supervisor is gone)."""
@@ -133,6 +139,7 @@ def gateways() -> Iterator[list[Gateway]]:
         if gateway.proc.poll() is None:
             gateway.stop()
         gateway.kill_group()
+        gateway.close()
 
 
 def run(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
