@@ -28,6 +28,7 @@ from ccx_asgi.convert.chat import (
 from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.settings import ChannelConfig
+from tests.channels.test_chat_app import chat_channel, routed
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.chat_upstream import (
     OPENAI_FIELDS,
@@ -43,7 +44,6 @@ from tests.fakes.chat_upstream import (
 from tests.fixture_types import ClientFor
 from tests.paths import CODEX_FIXTURES
 from tests.sdk import parse_sse, validate_events, validate_response
-from tests.test_chat_app import chat_channel, routed
 
 PDF = "data:application/pdf;base64,JVBERi0xLjQK"
 TOOLS = [

@@ -27,9 +27,9 @@ from ccx_asgi.types import Receive, Scope, Send
 from tests.conftest import PROXY_KEY, AppFactory, channel
 from tests.fakes.chat_upstream import FakeChatUpstream
 from tests.fakes.stateful_responses_upstream import StatefulResponsesUpstream
+from tests.middleware.test_stateful import FailFrom
 from tests.servers import serve
 from tests.stateful_helpers import QUESTION, channel_for, chat_script, native_brain, routed, sdk, upstream_for
-from tests.test_stateful import FailFrom
 
 OTHER_KEY = "second-client-key"
 TOOLS: Any = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
@@ -426,7 +426,7 @@ async def test_the_owner_is_computed_only_when_state_is_used(
 
 def test_the_single_record_limit_is_documented_as_the_code_applies_it() -> None:
     share = round(RESPONSE_SHARE * 100)
-    text = (Path(__file__).resolve().parents[1] / "docs" / "state.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "state.md").read_text()
     assert f"{share} %" in text
     store = ResponseStore(MemoryStore(), max_entries=10, max_bytes=100_000)
     assert store.max_record_bytes == int(100_000 * RESPONSE_SHARE)

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from ccx_asgi.convert.claude import to_request
+from tests.channels.test_claude_channel import claude, stream, transport
 from tests.conftest import AppFactory
+from tests.convert.test_chat_fidelity import ALLOWED, PDF, TOOLS, user, warning_history
 from tests.fakes.claude_upstream import FakeClaudeUpstream, Reply, check_request
 from tests.fixture_types import ClientFor
-from tests.test_chat_fidelity import ALLOWED, PDF, TOOLS, user, warning_history
-from tests.test_claude_channel import claude, stream, transport
 
 
 async def test_an_output_after_a_message_is_the_tool_result_of_the_next_user_turn(
