@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -52,7 +53,7 @@ def running_gateway() -> Iterator[str]:
             name="primary",
             service_type="responses",
             base_url=f"http://127.0.0.1:{_closed_port()}/v1",
-            api_keys=["sk-primary-key-aaaaaaaaaaaaaaaa1234"],
+            api_keys=[SecretStr("sk-primary-key-aaaaaaaaaaaaaaaa1234")],
             models=["gpt-5*"],
             model_map={"gpt-5": "gpt-5-codex"},
         ),
@@ -67,7 +68,7 @@ def running_gateway() -> Iterator[str]:
             name="claude-backup",
             service_type="claude",
             base_url="https://api.anthropic.com",
-            api_keys=["sk-ant-backup-key-bbbbbbbbbbbbbbbb5678"],
+            api_keys=[SecretStr("sk-ant-backup-key-bbbbbbbbbbbbbbbb5678")],
             enabled=False,
         ),
     ]

@@ -137,7 +137,8 @@ def routed(**apps: Any) -> httpx.AsyncBaseTransport:
 def sdk(app: Any, key: str = PROXY_KEY) -> openai.AsyncOpenAI:
     """The real openai SDK talking to ``app`` in process."""
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-    return openai.AsyncOpenAI(api_key=key, base_url="http://gw.test", http_client=http, max_retries=0)
+    # openai types http_client as an httpx2 client; it accepts an httpx one too (_httpx2.is_legacy_httpx_async_client)
+    return openai.AsyncOpenAI(api_key=key, base_url="http://gw.test", http_client=http, max_retries=0)  # type: ignore[arg-type]
 
 
 async def create(client: openai.AsyncOpenAI, *, stream: bool, **kwargs: Any) -> Any:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from hypothesis import HealthCheck, settings
@@ -61,7 +61,8 @@ def property_settings(max_examples: int) -> settings:
 
 
 # Text that exercises JSON escaping, SSE framing characters and multi-byte UTF-8.
-_ALPHABET = st.characters(codec="utf-8", exclude_categories=("Cs",))
+_SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
+_ALPHABET = st.characters(codec="utf-8", exclude_categories=_SURROGATES)
 text = st.text(_ALPHABET, max_size=40)
 _tricky = st.sampled_from(["\n", "\r\n", "data: x\n\n", '"', "\\", "\u2028", "é", "🙂", "\x00", "event: y"])
 texts = st.one_of(text, st.lists(st.one_of(text, _tricky), max_size=6).map("".join))
@@ -558,7 +559,7 @@ def claude_events(draw: st.DrawFn) -> list[dict[str, Any]]:
             delta = {"type": "signature_delta", "signature": sign(thought)}
             events.append({"type": "content_block_delta", "index": index, "delta": delta})
         elif kind == "redacted_thinking":
-            block = {"type": "redacted_thinking", "data": redacted_data()}
+            block: dict[str, Any] = {"type": "redacted_thinking", "data": redacted_data()}
             events.append({"type": "content_block_start", "index": index, "content_block": block})
         else:
             name = draw(st.sampled_from(UPSTREAM_TOOL_NAMES))

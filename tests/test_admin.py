@@ -13,6 +13,7 @@ import pytest
 from ccx_asgi.admin import mask_secret, sanitize_url
 from tests.conftest import PROXY_KEY, UPSTREAM_KEY, AppFactory, channel
 from tests.fakes.responses_upstream import FakeResponsesUpstream
+from tests.fixture_types import ClientFor
 
 ADMIN_KEY = "admin-key-for-tests"
 EXTRA_KEY = "extra-client-key"
@@ -45,7 +46,12 @@ AUTH_TABLE = [
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(("overrides", "headers", "status"), AUTH_TABLE)
 async def test_admin_access_rules(
-    make_app: AppFactory, client_for, path: str, overrides: dict[str, Any], headers: dict[str, str], status: int
+    make_app: AppFactory,
+    client_for: ClientFor,
+    path: str,
+    overrides: dict[str, Any],
+    headers: dict[str, str],
+    status: int,
 ) -> None:
     client = client_for(make_app(**overrides), key=None)
     response = await client.get(path, headers=headers)
@@ -57,7 +63,7 @@ async def test_admin_access_rules(
         assert "CCX_ADMIN_ACCESS_KEY" in response.json()["error"]["message"]
 
 
-async def test_admin_key_does_not_open_the_proxy(make_app: AppFactory, client_for) -> None:
+async def test_admin_key_does_not_open_the_proxy(make_app: AppFactory, client_for: ClientFor) -> None:
     client = client_for(make_app(admin_access_key=ADMIN_KEY), key=ADMIN_KEY)
     assert (await client.post("/responses", json={"model": "m", "input": "x"})).status_code == 401
 
@@ -125,7 +131,7 @@ SECRETS = (
 )
 
 
-async def test_channels_json_effective_config_masked(make_app: AppFactory, client_for) -> None:
+async def test_channels_json_effective_config_masked(make_app: AppFactory, client_for: ClientFor) -> None:
     client = client_for(_secret_app(make_app), key=ADMIN_KEY)
     response = await client.get("/admin/channels")
     assert response.status_code == 200
@@ -151,7 +157,7 @@ async def test_channels_json_effective_config_masked(make_app: AppFactory, clien
 
 
 @pytest.mark.parametrize("path", ["/admin/channels", "/admin/", "/metrics"])
-async def test_no_secret_in_any_admin_output(make_app: AppFactory, client_for, path: str) -> None:
+async def test_no_secret_in_any_admin_output(make_app: AppFactory, client_for: ClientFor, path: str) -> None:
     fake = FakeResponsesUpstream()
     app = _secret_app(make_app, transport=httpx.ASGITransport(app=fake))
     proxy = client_for(app)
@@ -165,7 +171,7 @@ async def test_no_secret_in_any_admin_output(make_app: AppFactory, client_for, p
         assert secret not in response.text, secret
 
 
-async def test_recent_requests_per_channel(make_app: AppFactory, client_for) -> None:
+async def test_recent_requests_per_channel(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeResponsesUpstream()
     channels = [channel("stale", api_keys=["revoked-key-0001"]), channel("main")]
     app = make_app(channels, transport=httpx.ASGITransport(app=fake), admin_access_key=ADMIN_KEY, recent_requests=2)
@@ -192,7 +198,7 @@ async def test_recent_requests_per_channel(make_app: AppFactory, client_for) -> 
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-async def test_state_provider(make_app: AppFactory, client_for, kind: str) -> None:
+async def test_state_provider(make_app: AppFactory, client_for: ClientFor, kind: str) -> None:
     states = {"main": {"breaker": {"state": "open", "failures": 5}, "affinity": {"sessions": 3}}}
 
     def sync_provider() -> dict[str, Any]:
@@ -213,7 +219,7 @@ async def test_state_provider(make_app: AppFactory, client_for, kind: str) -> No
     assert "breaker: open" in page
 
 
-async def test_failing_state_provider_does_not_break_admin(make_app: AppFactory, client_for) -> None:
+async def test_failing_state_provider_does_not_break_admin(make_app: AppFactory, client_for: ClientFor) -> None:
     def broken() -> dict[str, Any]:
         raise ConnectionError("redis down")
 
@@ -227,7 +233,7 @@ async def test_failing_state_provider_does_not_break_admin(make_app: AppFactory,
     assert (await client.get("/metrics")).status_code == 200
 
 
-async def test_status_page_escapes_and_headers(make_app: AppFactory, client_for) -> None:
+async def test_status_page_escapes_and_headers(make_app: AppFactory, client_for: ClientFor) -> None:
     app = make_app([channel("<script>alert(1)</script>", model_map={"a&b": "<i>"})], admin_access_key=ADMIN_KEY)
     client = client_for(app, key=ADMIN_KEY)
     response = await client.get("/admin/")
@@ -251,7 +257,7 @@ async def test_status_page_escapes_and_headers(make_app: AppFactory, client_for)
     ],
 )
 async def test_state_provider_output_is_made_safe(
-    make_app: AppFactory, client_for, provided: Any, breaker: str | None, error: str | None
+    make_app: AppFactory, client_for: ClientFor, provided: Any, breaker: str | None, error: str | None
 ) -> None:
     app = make_app(admin_access_key=ADMIN_KEY)
     app.admin.state_provider = lambda: provided

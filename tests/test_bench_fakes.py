@@ -115,7 +115,8 @@ async def test_relay_forwards_bytes_unchanged() -> None:
     fake = FakeUpstream(fast_chunks=2)
     async with _client(fake) as client:
         direct = await client.post("/v1/chat/completions", json={"model": "m", "messages": [], "stream": True})
-    relay = build_relay("http://fake.test", transport=httpx.ASGITransport(app=fake))
+    # bench/fakes.py types the ASGI scope as a dict, narrower than httpx's mapping (bench is not type-checked)
+    relay = build_relay("http://fake.test", transport=httpx.ASGITransport(app=fake))  # type: ignore[arg-type]
     async with _client(relay) as client:
         relayed = await client.post("/v1/chat/completions", json={"model": "m", "messages": [], "stream": True})
     assert relayed.status_code == 200
@@ -123,6 +124,10 @@ async def test_relay_forwards_bytes_unchanged() -> None:
     assert fake.hits["/v1/chat/completions"] == 2
 
 
+# TEMPORARY (issue 16): bench/floor.py's asgi+httpx and asgi+http1 relays never close their upstream
+# client, so uvloop warns about its open socket when the relay's server loop ends. bench/ is being
+# changed on another branch (issue 12); remove this mark once the relays close their clients.
+@pytest.mark.filterwarnings("default:unclosed resource <TCPTransport:ResourceWarning")
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("stream", [False, True])
 def test_floor_relays_answer_what_the_fake_answers(variant: str, stream: bool) -> None:

@@ -28,6 +28,7 @@ import pytest
 from packaging.requirements import Requirement
 
 import ccx_asgi
+from ccx_asgi.types import Receive, Scope, Send
 from tests.servers import serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,8 +105,14 @@ class Gateway:
             code = self.proc.wait(timeout=20)
         finally:
             self.kill_group()
-            self._reader.join(timeout=5)
+            self.close()
         return code in (0, -signal.SIGTERM) and "Traceback" not in self.log
+
+    def close(self) -> None:
+        """Once the process is gone: let the reader finish the log, then close the pipe."""
+        self._reader.join(timeout=5)
+        if self.proc.stdout is not None and not self._reader.is_alive():
+            self.proc.stdout.close()
 
     def kill_group(self) -> None:
         """SIGKILL whatever is left of the process group (workers whose supervisor is gone)."""
@@ -132,6 +139,7 @@ def gateways() -> Iterator[list[Gateway]]:
         if gateway.proc.poll() is None:
             gateway.stop()
         gateway.kill_group()
+        gateway.close()
 
 
 def run(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
@@ -332,7 +340,7 @@ def test_metrics_come_with_the_server_extra(gateways: list[Gateway]) -> None:
 def _failing_upstream() -> tuple[Any, list[str]]:
     hits: list[str] = []
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         hits.append(scope["path"])

@@ -10,6 +10,7 @@ from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.types import Receive, Scope, Send
 from tests.conftest import AppFactory
 from tests.fakes.scripted_upstream import Scripted, asgi_client, chan, ok, stack
+from tests.fixture_types import ClientFor
 
 
 async def test_the_model_mapper_hands_the_context_to_its_hook() -> None:
@@ -31,7 +32,7 @@ async def test_the_model_mapper_hands_the_context_to_its_hook() -> None:
     assert seen[0][1].model == "gpt-5"
 
 
-async def test_a_served_request_leaves_extra_to_the_host(make_app: AppFactory, client_for: Any) -> None:
+async def test_a_served_request_leaves_extra_to_the_host(make_app: AppFactory, client_for: ClientFor) -> None:
     contexts: list[RequestContext] = []
 
     def spy(app: Any) -> Any:

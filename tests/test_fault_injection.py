@@ -17,10 +17,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from ccx_asgi import ChannelConfig, create_app, load_settings
 from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.sse import encode_event
+from ccx_asgi.types import Receive, Scope, Send
 from tests.conftest import PROXY_KEY
 from tests.fakes.asgi import read_request
 from tests.sdk import parse_sse, validate_events
@@ -46,7 +48,7 @@ class Upstream:
         self.rng = random.Random(seed)
         self.modes: Counter[str] = Counter()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         _, raw = await read_request(scope, receive)
@@ -84,7 +86,7 @@ class Upstream:
         await self._flush(send, stream, more=False)
 
     @staticmethod
-    async def _flush(send: Any, stream: ResponseStream, *, more: bool = True) -> None:
+    async def _flush(send: Send, stream: ResponseStream, *, more: bool = True) -> None:
         frames = b"".join(encode_event(e) for e in stream.take())
         await send({"type": "http.response.body", "body": frames, "more_body": more})
 
@@ -135,12 +137,12 @@ def test_fault_injection_200_streams(breaker: bool) -> None:
             **breaker_settings,
             channels=[
                 ChannelConfig(
-                    name="flaky", service_type="responses", base_url=flaky_url + "/v1", api_keys=["k"],
-                    read_timeout=0.6, connect_timeout=1,
+                    name="flaky", service_type="responses", base_url=flaky_url + "/v1", api_keys=[SecretStr("k")],
+                    first_byte_timeout=0.6, idle_timeout=0.6, connect_timeout=1,
                 ),
                 ChannelConfig(
-                    name="steady", service_type="responses", base_url=steady_url + "/v1", api_keys=["k"],
-                    read_timeout=2, connect_timeout=1,
+                    name="steady", service_type="responses", base_url=steady_url + "/v1", api_keys=[SecretStr("k")],
+                    first_byte_timeout=2, idle_timeout=2, connect_timeout=1,
                 ),
             ],
         )  # fmt: skip

@@ -8,7 +8,7 @@ import gzip
 import sys
 import tracemalloc
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -19,8 +19,10 @@ import zstandard
 from ccx_asgi import CCXApp
 from ccx_asgi.body import MAX_JSON_DEPTH, MAX_JSON_VALUES, decode_body, parse_json
 from ccx_asgi.errors import InvalidRequestError, RequestTooLargeError
+from ccx_asgi.types import Message
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.responses_upstream import FakeResponsesUpstream
+from tests.fixture_types import ClientFor
 from tests.sdk import validate_response
 from tests.servers import serve
 
@@ -64,7 +66,7 @@ async def call(app: CCXApp, chunks: Iterator[bytes], headers: list[tuple[bytes, 
         body_done = chunk is None
         return {"type": "http.request", "body": chunk or b"", "more_body": chunk is not None}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.start":
             result.status = message["status"]
         else:
@@ -132,7 +134,7 @@ def _raw_deflate(data: bytes) -> bytes:
     ],
 )
 async def test_compressed_bodies_are_decoded_and_forwarded_plain(
-    gateway: CCXApp, upstream: FakeResponsesUpstream, client_for: Any, encoding: str, encode: Any
+    gateway: CCXApp, upstream: FakeResponsesUpstream, client_for: ClientFor, encoding: str, encode: Any
 ) -> None:
     client = client_for(gateway)
     response = await client.post(
@@ -145,7 +147,7 @@ async def test_compressed_bodies_are_decoded_and_forwarded_plain(
     assert "content-encoding" not in forwarded.headers
 
 
-async def test_multi_member_gzip_is_read_to_the_end(gateway: CCXApp, client_for: Any, upstream: Any) -> None:
+async def test_multi_member_gzip_is_read_to_the_end(gateway: CCXApp, client_for: ClientFor, upstream: Any) -> None:
     half = len(BODY) // 2
     body = gzip.compress(BODY[:half]) + gzip.compress(BODY[half:])
     response = await client_for(gateway).post("/responses", content=body, headers={"content-encoding": "gzip"})
@@ -216,7 +218,7 @@ async def test_zstd_without_the_extra_says_how_to_enable_it(gateway: CCXApp, mon
         ("application/json; charset=utf-16", 415),
     ],
 )
-async def test_content_types(gateway: CCXApp, client_for: Any, content_type: str, status: int) -> None:
+async def test_content_types(gateway: CCXApp, client_for: ClientFor, content_type: str, status: int) -> None:
     response = await client_for(gateway).post("/responses", content=BODY, headers={"content-type": content_type})
     assert response.status_code == status, response.text
     if status == 415:
@@ -290,12 +292,13 @@ async def test_non_object_bodies_are_a_400(gateway: CCXApp) -> None:
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate", "zstd"])
 def test_decoding_is_exact_around_chunk_boundaries(size: int, encoding: str) -> None:
     data = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
-    encoded = {
+    encoders: dict[str, Callable[[bytes], bytes]] = {
         "gzip": gzip.compress,
         "deflate": zlib.compress,
         "raw-deflate": _raw_deflate,
         "zstd": lambda d: zstandard.ZstdCompressor().compress(d),
-    }[encoding](data)
+    }
+    encoded = encoders[encoding](data)
     assert decode_body(encoded, encoding.removeprefix("raw-").encode(), size) == data
     with pytest.raises(RequestTooLargeError):
         decode_body(encoded, encoding.removeprefix("raw-").encode(), size - 1)

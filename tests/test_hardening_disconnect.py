@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from ccx_asgi import ChannelConfig, create_app, load_settings
+from ccx_asgi.types import Receive, Scope, Send
 from tests.conftest import PROXY_KEY, channel
 from tests.fakes.hostile_upstream import HostileUpstream, Plan, text_events
 from tests.servers import serve
@@ -33,7 +34,7 @@ class LoopSpy:
         self.app = app
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.loop = asyncio.get_running_loop()
         await self.app(scope, receive, send)
 

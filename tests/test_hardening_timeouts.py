@@ -15,6 +15,7 @@ import pytest
 from ccx_asgi import ChannelConfig
 from tests.conftest import AppFactory, channel
 from tests.fakes.hostile_upstream import HostileUpstream, Plan, text_events
+from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events
 from tests.servers import serve
 
@@ -39,7 +40,7 @@ def body(stream: bool = True) -> dict[str, Any]:
 
 
 async def test_first_byte_timeout_fails_over_to_the_next_channel(
-    make_app: AppFactory, client_for: Any, upstream: HostileUpstream, upstream_url: str
+    make_app: AppFactory, client_for: ClientFor, upstream: HostileUpstream, upstream_url: str
 ) -> None:
     upstream.plan = lambda body, headers: Plan(
         stall_before_headers=headers.get("x-which") == "stuck", events=text_events("from the healthy one")
@@ -64,7 +65,7 @@ async def test_first_byte_timeout_fails_over_to_the_next_channel(
 
 @pytest.mark.parametrize("stream", [True, False])
 async def test_a_stalled_only_channel_gives_a_clear_error_in_bounded_time(
-    make_app: AppFactory, client_for: Any, upstream: HostileUpstream, upstream_url: str, stream: bool
+    make_app: AppFactory, client_for: ClientFor, upstream: HostileUpstream, upstream_url: str, stream: bool
 ) -> None:
     upstream.plan = lambda body, headers: Plan(stall_before_headers=True)
     started = time.monotonic()
@@ -76,7 +77,7 @@ async def test_a_stalled_only_channel_gives_a_clear_error_in_bounded_time(
 
 
 async def test_idle_stall_after_commit_ends_the_stream_with_response_failed(
-    make_app: AppFactory, client_for: Any, upstream: HostileUpstream, upstream_url: str
+    make_app: AppFactory, client_for: ClientFor, upstream: HostileUpstream, upstream_url: str
 ) -> None:
     events = text_events("a long answer in many pieces", pieces=8)
     upstream.plan = lambda body, headers: Plan(events=events, stall_after=5)
@@ -91,7 +92,7 @@ async def test_idle_stall_after_commit_ends_the_stream_with_response_failed(
 
 
 async def test_idle_stall_before_commit_fails_over(
-    make_app: AppFactory, client_for: Any, upstream: HostileUpstream, upstream_url: str
+    make_app: AppFactory, client_for: ClientFor, upstream: HostileUpstream, upstream_url: str
 ) -> None:
     # Only response.created arrives from the first channel: nothing committed, so try the next.
     upstream.plan = lambda body, headers: Plan(
@@ -108,7 +109,7 @@ async def test_idle_stall_before_commit_fails_over(
 
 
 async def test_slow_but_steady_streams_are_not_cut(
-    make_app: AppFactory, client_for: Any, upstream: HostileUpstream, upstream_url: str
+    make_app: AppFactory, client_for: ClientFor, upstream: HostileUpstream, upstream_url: str
 ) -> None:
     # ~11 events 0.15 s apart: longer in total than the 0.5 s idle limit, but never idle that long.
     upstream.plan = lambda body, headers: Plan(events=text_events("abcd", pieces=2), delay=0.15)
@@ -140,7 +141,7 @@ def blackhole() -> Iterator[str]:
         listener.close()
 
 
-async def test_connect_timeout(make_app: AppFactory, client_for: Any, blackhole: str) -> None:
+async def test_connect_timeout(make_app: AppFactory, client_for: ClientFor, blackhole: str) -> None:
     probe = httpx.AsyncClient(timeout=httpx.Timeout(0.3))
     try:
         await probe.get(blackhole)

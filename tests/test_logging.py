@@ -14,6 +14,7 @@ from ccx_asgi.logs import JSONFormatter
 from ccx_asgi.observability import LOG_FIELDS, redact_body
 from tests.conftest import PROXY_KEY, UPSTREAM_KEY, AppFactory, channel
 from tests.fakes.responses_upstream import FakeResponsesUpstream
+from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events, validate_response
 
 
@@ -66,7 +67,9 @@ async def test_streamed_success_fields(make_app: AppFactory, caplog: pytest.LogC
     assert "channel=main upstream=upstream-model /v1/responses" in message
 
 
-async def test_json_answer_usage_and_failover(make_app: AppFactory, client_for, caplog) -> None:
+async def test_json_answer_usage_and_failover(
+    make_app: AppFactory, client_for: ClientFor, caplog: pytest.LogCaptureFixture
+) -> None:
     fake = FakeResponsesUpstream()
     channels = [channel("stale", api_keys=["revoked-key-0001"]), channel("main")]
     client = client_for(make_app(channels, transport=httpx.ASGITransport(app=fake)))
@@ -83,7 +86,9 @@ async def test_json_answer_usage_and_failover(make_app: AppFactory, client_for, 
     assert (fields["input_tokens"], fields["output_tokens"]) == (100, 10)
 
 
-async def test_all_channels_failed(make_app: AppFactory, client_for, caplog) -> None:
+async def test_all_channels_failed(
+    make_app: AppFactory, client_for: ClientFor, caplog: pytest.LogCaptureFixture
+) -> None:
     fake = FakeResponsesUpstream(keys=("someone-else",))
     client = client_for(make_app([channel("a"), channel("b")], transport=httpx.ASGITransport(app=fake)))
     with caplog.at_level(logging.INFO, logger="ccx_asgi.requests"):
@@ -99,7 +104,9 @@ async def test_all_channels_failed(make_app: AppFactory, client_for, caplog) -> 
     assert fields["ttfb_ms"] is not None
 
 
-async def test_non_retryable_upstream_error_is_one_attempt(make_app: AppFactory, client_for, caplog) -> None:
+async def test_non_retryable_upstream_error_is_one_attempt(
+    make_app: AppFactory, client_for: ClientFor, caplog: pytest.LogCaptureFixture
+) -> None:
     fake = FakeResponsesUpstream()
     client = client_for(make_app([channel("a"), channel("b")], transport=httpx.ASGITransport(app=fake)))
     with caplog.at_level(logging.INFO, logger="ccx_asgi.requests"):
@@ -112,7 +119,9 @@ async def test_non_retryable_upstream_error_is_one_attempt(make_app: AppFactory,
     assert "Unknown parameter" in fields["failed_attempts"][0]["outcome"]
 
 
-async def test_unrouted_request_fields(make_app: AppFactory, client_for, caplog) -> None:
+async def test_unrouted_request_fields(
+    make_app: AppFactory, client_for: ClientFor, caplog: pytest.LogCaptureFixture
+) -> None:
     client = client_for(make_app([channel(models=["gpt-*"])]))
     with caplog.at_level(logging.INFO, logger="ccx_asgi.requests"):
         response = await client.post("/responses", json={"model": "claude-x", "input": "hi"})
@@ -127,7 +136,9 @@ async def test_unrouted_request_fields(make_app: AppFactory, client_for, caplog)
     )
 
 
-async def test_json_formatter_and_no_secrets(make_app: AppFactory, client_for, caplog) -> None:
+async def test_json_formatter_and_no_secrets(
+    make_app: AppFactory, client_for: ClientFor, caplog: pytest.LogCaptureFixture
+) -> None:
     fake = FakeResponsesUpstream()
     channels = [channel("stale", api_keys=["revoked-key-0001"], headers={"x-org": "org-secret-42"}), channel("main")]
     client = client_for(make_app(channels, transport=httpx.ASGITransport(app=fake)))
@@ -146,7 +157,9 @@ async def test_json_formatter_and_no_secrets(make_app: AppFactory, client_for, c
         assert secret not in everything
 
 
-async def test_debug_body_is_redacted(make_app: AppFactory, client_for, caplog) -> None:
+async def test_debug_body_is_redacted(
+    make_app: AppFactory, client_for: ClientFor, caplog: pytest.LogCaptureFixture
+) -> None:
     client = client_for(make_app(transport=httpx.ASGITransport(app=FakeResponsesUpstream())))
     body = {
         "model": "m",

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PROXY_KEY, AppFactory, channel
 from tests.fakes.responses_upstream import FakeResponsesUpstream
+from tests.fixture_types import ClientFor
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -25,7 +26,7 @@ def _get(samples: dict[Any, float], name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
-async def test_exposition_after_traffic(make_app: AppFactory, client_for) -> None:
+async def test_exposition_after_traffic(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeResponsesUpstream()
     channels = [channel("stale", api_keys=["revoked-key-0001"]), channel("main")]
     app = make_app(channels, transport=httpx.ASGITransport(app=fake))
@@ -58,7 +59,7 @@ async def test_exposition_after_traffic(make_app: AppFactory, client_for) -> Non
     assert _get(samples, "ccx_breaker_state", channel="stale", ccx_breaker_state="open") == 1
 
 
-async def test_breaker_state_from_provider(make_app: AppFactory, client_for) -> None:
+async def test_breaker_state_from_provider(make_app: AppFactory, client_for: ClientFor) -> None:
     app = make_app([channel("a"), channel("b"), channel("c")])
     app.admin.state_provider = lambda: {"a": {"breaker": "half-open"}, "b": {"breaker": {"state": "OPEN"}}}
     samples = _samples((await client_for(app).get("/metrics")).text)
@@ -69,7 +70,7 @@ async def test_breaker_state_from_provider(make_app: AppFactory, client_for) -> 
             assert value == (1 if candidate == state else 0), (name, candidate)
 
 
-async def test_metrics_path_is_configurable(make_app: AppFactory, client_for) -> None:
+async def test_metrics_path_is_configurable(make_app: AppFactory, client_for: ClientFor) -> None:
     client = client_for(make_app(metrics_path="/internal/prom"))
     assert (await client.get("/internal/prom")).status_code == 200
     assert (await client.get("/metrics")).status_code == 404
@@ -77,14 +78,16 @@ async def test_metrics_path_is_configurable(make_app: AppFactory, client_for) ->
     assert (await disabled.get("/metrics")).status_code == 404
 
 
-async def test_separate_apps_have_separate_registries(make_app: AppFactory, client_for) -> None:
+async def test_separate_apps_have_separate_registries(make_app: AppFactory, client_for: ClientFor) -> None:
     first, second = client_for(make_app(models_from_upstream=False)), client_for(make_app())
     await first.post("/responses", json={"model": "x", "input": "y"}, headers={"x-api-key": PROXY_KEY})
     text = (await second.get("/metrics")).text
     assert "ccx_requests_total{" not in text
 
 
-async def test_without_prometheus_client(monkeypatch: pytest.MonkeyPatch, make_app: AppFactory, client_for) -> None:
+async def test_without_prometheus_client(
+    monkeypatch: pytest.MonkeyPatch, make_app: AppFactory, client_for: ClientFor
+) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import fails as if not installed
     monkeypatch.delitem(sys.modules, "ccx_asgi.metrics", raising=False)
     app = make_app([{"name": "demo", "service_type": "demo"}])

@@ -12,7 +12,9 @@ import pytest
 
 from ccx_asgi import create_app, load_settings
 from ccx_asgi.settings import ChannelConfig
+from ccx_asgi.types import Receive, Scope, Send
 from tests.conftest import PROXY_KEY, AppFactory, channel
+from tests.fixture_types import ClientFor
 from tests.servers import serve
 
 
@@ -59,7 +61,7 @@ CHANNELS = [
 ]
 
 
-async def test_lists_configured_and_upstream_models(make_app: AppFactory, client_for) -> None:
+async def test_lists_configured_and_upstream_models(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = ListUpstreams()
     client = client_for(make_app(CHANNELS, transport=httpx.MockTransport(fake.handler)))
     response = await client.get("/models", headers={"x-request-id": "list-1"})
@@ -81,7 +83,7 @@ async def test_lists_configured_and_upstream_models(make_app: AppFactory, client
     assert all(r.headers["x-request-id"] == "list-1" for r in fake.calls)
 
 
-async def test_cached_for_the_ttl_and_refreshed_after(make_app: AppFactory, client_for) -> None:
+async def test_cached_for_the_ttl_and_refreshed_after(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = ListUpstreams()
     client = client_for(make_app(CHANNELS[1:2], transport=httpx.MockTransport(fake.handler), models_cache_ttl=0.3))
     results = await asyncio.gather(*(client.get("/models") for _ in range(5)))
@@ -94,7 +96,7 @@ async def test_cached_for_the_ttl_and_refreshed_after(make_app: AppFactory, clie
     assert len(fake.calls) == 2
 
 
-async def test_upstream_lists_can_be_turned_off(make_app: AppFactory, client_for) -> None:
+async def test_upstream_lists_can_be_turned_off(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = ListUpstreams()
     client = client_for(make_app(CHANNELS, transport=httpx.MockTransport(fake.handler), models_from_upstream=False))
     ids = [m["id"] for m in (await client.get("/models")).json()["data"]]
@@ -102,13 +104,13 @@ async def test_upstream_lists_can_be_turned_off(make_app: AppFactory, client_for
     assert fake.calls == []
 
 
-async def test_requires_the_proxy_key(make_app: AppFactory, client_for) -> None:
+async def test_requires_the_proxy_key(make_app: AppFactory, client_for: ClientFor) -> None:
     client = client_for(make_app(models_from_upstream=False), key=None)
     assert (await client.get("/models")).status_code == 401
 
 
 def _slow_upstream(delay: float) -> Any:
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         await asyncio.sleep(delay)

@@ -10,6 +10,7 @@ from starlette.routing import Mount
 from ccx_asgi.__main__ import StandaloneApp
 from ccx_asgi.hints import not_found_hint
 from tests.conftest import PROXY_KEY, AppFactory
+from tests.fixture_types import ClientFor
 
 # (path the client calls on a gateway mounted at /v1, words the 404 must contain)
 CASES = [
@@ -57,7 +58,7 @@ def test_no_hint_for_unrelated_paths() -> None:
     assert not_found_hint("/favicon.ico", "/favicon.ico", mount="/v1") is None
 
 
-async def test_plain_404_still_lists_the_routes(make_app: AppFactory, client_for) -> None:
+async def test_plain_404_still_lists_the_routes(make_app: AppFactory, client_for: ClientFor) -> None:
     response = await client_for(make_app()).get("/files")
     assert response.status_code == 404
     message = response.json()["error"]["message"]

@@ -108,7 +108,7 @@ def standalone() -> Iterator[str]:
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.communicate(timeout=20)  # reads the pipe to its end and closes it
 
 
 def test_sdk_snippet_runs_against_the_standalone_server(standalone: str) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from pydantic import SecretStr
 
 from ccx_asgi import ChannelConfig, create_app, load_settings
 from ccx_asgi.convert.events import ResponseStream, usage_dict
@@ -18,7 +20,7 @@ from tests.servers import serve
 KEY = "real-http-key"
 
 
-def _slow_script(body: dict) -> ResponseStream:
+def _slow_script(body: dict[str, Any]) -> ResponseStream:
     stream = ResponseStream(body["model"], body)
     index = stream.open_item("message")
     for word in ("one ", "two ", "three ", "four ", "five"):
@@ -34,7 +36,9 @@ def gateway() -> Iterator[tuple[str, FakeResponsesUpstream]]:
         settings = load_settings(
             proxy_access_key=KEY,
             max_body_mb=0.05,
-            channels=[ChannelConfig(name="up", service_type="responses", base_url=upstream_url, api_keys=["sk-up"])],
+            channels=[
+                ChannelConfig(name="up", service_type="responses", base_url=upstream_url, api_keys=[SecretStr("sk-up")])
+            ],
         )
         app = create_app(settings)
         with serve(app) as url:

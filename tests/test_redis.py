@@ -17,6 +17,7 @@ import redis
 from ccx_asgi.state import BLOB_TIMEOUT, RedisStore
 from tests.conftest import AppFactory
 from tests.fakes.scripted_upstream import Scripted, chan, ok, status
+from tests.fixture_types import ClientFor
 from tests.servers import free_port
 
 pytestmark = [
@@ -96,7 +97,9 @@ def _two(make_app: AppFactory, server: RedisServer, upstream: Scripted) -> tuple
     return make_app(channels, **options), make_app(channels, **options)
 
 
-async def test_two_instances_share_breaker_state(redis_server: RedisServer, make_app: AppFactory, client_for) -> None:
+async def test_two_instances_share_breaker_state(
+    redis_server: RedisServer, make_app: AppFactory, client_for: ClientFor
+) -> None:
     upstream = Scripted()
     upstream.script("a.test", status(500))
     upstream.script("b.test", ok())
@@ -110,7 +113,9 @@ async def test_two_instances_share_breaker_state(redis_server: RedisServer, make
     assert upstream.hosts() == ["b.test"]  # instance two never tried 'a': its circuit is open in Redis
 
 
-async def test_two_instances_share_affinity(redis_server: RedisServer, make_app: AppFactory, client_for) -> None:
+async def test_two_instances_share_affinity(
+    redis_server: RedisServer, make_app: AppFactory, client_for: ClientFor
+) -> None:
     upstream = Scripted()
     upstream.script("a.test", status(500), ok())
     upstream.script("b.test", ok())
@@ -125,7 +130,7 @@ async def test_two_instances_share_affinity(redis_server: RedisServer, make_app:
 
 
 async def test_killing_redis_degrades_to_local_state(
-    redis_server: RedisServer, make_app: AppFactory, client_for, caplog: pytest.LogCaptureFixture
+    redis_server: RedisServer, make_app: AppFactory, client_for: ClientFor, caplog: pytest.LogCaptureFixture
 ) -> None:
     upstream = Scripted()
     upstream.script("a.test", ok())
@@ -152,7 +157,7 @@ async def test_killing_redis_degrades_to_local_state(
 
 
 async def test_a_hung_redis_costs_one_bounded_wait_then_local_state(
-    redis_server: RedisServer, make_app: AppFactory, client_for
+    redis_server: RedisServer, make_app: AppFactory, client_for: ClientFor
 ) -> None:
     upstream = Scripted()
     upstream.script("a.test", ok())

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import AppFactory
 from tests.fakes.responses_upstream import FakeResponsesUpstream
+from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events
 
 
@@ -39,7 +40,7 @@ class RecordingTransport(httpx.ASGITransport):
     ],
 )
 async def test_client_id_is_returned_and_forwarded_once(
-    make_app: AppFactory, client_for, headers: dict[str, str], expected: str
+    make_app: AppFactory, client_for: ClientFor, headers: dict[str, str], expected: str
 ) -> None:
     transport = RecordingTransport()
     client = client_for(make_app(transport=transport))
@@ -51,7 +52,7 @@ async def test_client_id_is_returned_and_forwarded_once(
 
 
 async def test_generated_id_is_the_same_everywhere(
-    make_app: AppFactory, client_for, caplog: pytest.LogCaptureFixture
+    make_app: AppFactory, client_for: ClientFor, caplog: pytest.LogCaptureFixture
 ) -> None:
     transport = RecordingTransport()
     client = client_for(make_app(transport=transport))
@@ -66,7 +67,7 @@ async def test_generated_id_is_the_same_everywhere(
 
 
 @pytest.mark.parametrize("bad", ["has space", "x" * 129, "tab\tinside"])
-async def test_unusable_client_ids_are_replaced(make_app: AppFactory, client_for, bad: str) -> None:
+async def test_unusable_client_ids_are_replaced(make_app: AppFactory, client_for: ClientFor, bad: str) -> None:
     transport = RecordingTransport()
     client = client_for(make_app(transport=transport))
     response = await client.post("/responses", json={"model": "m", "input": "hi"}, headers={"x-request-id": bad})
@@ -87,7 +88,7 @@ async def test_unusable_client_ids_are_replaced(make_app: AppFactory, client_for
     ],
 )
 async def test_every_answer_carries_the_id(
-    make_app: AppFactory, client_for, method: str, path: str, key: str | None, status: int
+    make_app: AppFactory, client_for: ClientFor, method: str, path: str, key: str | None, status: int
 ) -> None:
     client = client_for(make_app(models_from_upstream=False), key=key)
     response = await client.request(method, path, content=b"{}", headers={"x-request-id": "trace-me"})

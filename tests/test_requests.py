@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 import respx
 
 from tests.conftest import AppFactory, channel
+from tests.fixture_types import ClientFor
 
 URL = "https://upstream.test/v1/responses"
 pytestmark = pytest.mark.usefixtures("upstream_via_httpx")  # respx mocks httpx
@@ -30,7 +33,7 @@ OK = {"id": "resp_1", "object": "response", "created_at": 1, "model": "x", "outp
     ],
 )
 async def test_bad_bodies_are_400(
-    make_app: AppFactory, client_for, content: bytes, fragment: str, param: str | None
+    make_app: AppFactory, client_for: ClientFor, content: bytes, fragment: str, param: str | None
 ) -> None:
     response = await client_for(make_app()).post("/responses", content=content)
     assert response.status_code == 400
@@ -40,7 +43,7 @@ async def test_bad_bodies_are_400(
     assert error["param"] == param
 
 
-async def test_body_over_the_limit_is_413(make_app: AppFactory, client_for) -> None:
+async def test_body_over_the_limit_is_413(make_app: AppFactory, client_for: ClientFor) -> None:
     client = client_for(make_app(max_body_mb=0.01))
     big = {"model": "m", "input": "x" * 20_000}
     response = await client.post("/responses", json=big)
@@ -48,8 +51,8 @@ async def test_body_over_the_limit_is_413(make_app: AppFactory, client_for) -> N
     assert "CCX_MAX_BODY_MB" in response.json()["error"]["message"]
 
 
-async def test_streamed_body_over_the_limit_is_413(make_app: AppFactory, client_for) -> None:
-    async def chunks():  # no content-length: the limit must hold while reading
+async def test_streamed_body_over_the_limit_is_413(make_app: AppFactory, client_for: ClientFor) -> None:
+    async def chunks() -> AsyncIterator[bytes]:  # no content-length: the limit must hold while reading
         yield b'{"model": "m", "input": "'
         for _ in range(30):
             yield b"x" * 1024
@@ -59,7 +62,7 @@ async def test_streamed_body_over_the_limit_is_413(make_app: AppFactory, client_
     assert response.status_code == 413
 
 
-async def test_unknown_model_names_the_model_and_the_allowlist(make_app: AppFactory, client_for) -> None:
+async def test_unknown_model_names_the_model_and_the_allowlist(make_app: AppFactory, client_for: ClientFor) -> None:
     client = client_for(make_app([channel(models=["claude-*"]), channel("b", models=["deepseek-chat"])]))
     response = await client.post("/responses", json={"model": "gpt-5.5", "input": "hi"})
     assert response.status_code == 404
@@ -70,13 +73,13 @@ async def test_unknown_model_names_the_model_and_the_allowlist(make_app: AppFact
     assert "allowlist" in error["message"]
 
 
-async def test_no_channels_at_all(make_app: AppFactory, client_for) -> None:
+async def test_no_channels_at_all(make_app: AppFactory, client_for: ClientFor) -> None:
     response = await client_for(make_app([])).post("/responses", json={"model": "m", "input": "hi"})
     assert response.status_code == 404
     assert "CCX_CHANNELS" in response.json()["error"]["message"]
 
 
-async def test_allowlist_holds_with_a_single_channel(make_app: AppFactory, client_for) -> None:
+async def test_allowlist_holds_with_a_single_channel(make_app: AppFactory, client_for: ClientFor) -> None:
     """The original CCX ignored the allowlist when only one channel existed."""
     with respx.mock:
         route = respx.post(URL).mock(return_value=httpx.Response(200, json=OK))
@@ -90,7 +93,9 @@ async def test_allowlist_holds_with_a_single_channel(make_app: AppFactory, clien
     ("requested", "expected"),
     [("gpt-5.5", "big"), ("gpt-5.5-mini", "small"), ("gpt-5.5-codex", "exact"), ("o3", "o3")],
 )
-async def test_model_mapping_longest_key_first(make_app: AppFactory, client_for, requested: str, expected: str) -> None:
+async def test_model_mapping_longest_key_first(
+    make_app: AppFactory, client_for: ClientFor, requested: str, expected: str
+) -> None:
     with respx.mock:
         route = respx.post(URL).mock(return_value=httpx.Response(200, json=OK))
         client = client_for(make_app([channel(model_map={"gpt": "big", "mini": "small", "gpt-5.5-codex": "exact"})]))
@@ -100,7 +105,7 @@ async def test_model_mapping_longest_key_first(make_app: AppFactory, client_for,
         assert json.loads(route.calls.last.request.content)["model"] == expected
 
 
-async def test_priority_and_disabled_channels(make_app: AppFactory, client_for) -> None:
+async def test_priority_and_disabled_channels(make_app: AppFactory, client_for: ClientFor) -> None:
     with respx.mock:
         first = respx.post("https://first.test/v1/responses").mock(return_value=httpx.Response(200, json=OK))
         respx.post(URL).mock(return_value=httpx.Response(200, json=OK))
@@ -118,7 +123,7 @@ async def test_priority_and_disabled_channels(make_app: AppFactory, client_for) 
     ("method", "path", "status"),
     [("GET", "/responses", 405), ("POST", "/models", 405), ("POST", "/nothing", 404), ("POST", "/responses/", 200)],
 )
-async def test_routes(make_app: AppFactory, client_for, method: str, path: str, status: int) -> None:
+async def test_routes(make_app: AppFactory, client_for: ClientFor, method: str, path: str, status: int) -> None:
     client = client_for(make_app([{"name": "demo", "service_type": "demo"}]))
     response = await client.request(method, path, json={"model": "m", "input": "x"})
     assert response.status_code == status
@@ -126,7 +131,7 @@ async def test_routes(make_app: AppFactory, client_for, method: str, path: str, 
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
-async def test_models_lists_mapping_keys_and_exact_allowlist_names(make_app: AppFactory, client_for) -> None:
+async def test_models_lists_mapping_keys_and_exact_allowlist_names(make_app: AppFactory, client_for: ClientFor) -> None:
     channels = [channel(model_map={"gpt-5.5": "ds"}, models=["gpt-5.5", "claude-*", "!x", "o3"])]
     response = await client_for(make_app(channels)).get("/models")
     assert response.status_code == 200

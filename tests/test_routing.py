@@ -7,6 +7,7 @@ import pytest
 from ccx_asgi.routing import Allowlist, Router, map_model, matches_allowlist, ordered_channels, public_models
 from ccx_asgi.settings import ChannelConfig
 from tests.conftest import AppFactory, channel
+from tests.fixture_types import ClientFor
 
 
 def cfg(name: str, **fields: object) -> ChannelConfig:
@@ -92,7 +93,7 @@ def test_public_models_lists_mapping_keys_and_exact_names_once() -> None:
     assert models == [("gpt-5", "a"), ("m", "b")]
 
 
-async def test_no_candidate_is_a_404_naming_the_model(make_app: AppFactory, client_for) -> None:
+async def test_no_candidate_is_a_404_naming_the_model(make_app: AppFactory, client_for: ClientFor) -> None:
     client = client_for(make_app([channel("a", models=["claude*"]), channel("b", models=["gpt*"], enabled=False)]))
     response = await client.post("/responses", json={"model": "gpt-5", "input": "hi"})
     assert response.status_code == 404
@@ -103,7 +104,7 @@ async def test_no_candidate_is_a_404_naming_the_model(make_app: AppFactory, clie
     assert "allowlist" in error["message"]
 
 
-async def test_single_channel_allowlist_is_enforced(make_app: AppFactory, client_for) -> None:
+async def test_single_channel_allowlist_is_enforced(make_app: AppFactory, client_for: ClientFor) -> None:
     # Original CCX bug 9: the allowlist was ignored when only one channel existed.
     client = client_for(make_app([channel("only", models=["gpt-5"])]))
     response = await client.post("/responses", json={"model": "o3", "input": "hi"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -25,6 +25,7 @@ from ccx_asgi.settings import load_settings
 from ccx_asgi.upstream import _Redactor
 from tests.conftest import PROXY_KEY, AppFactory, channel
 from tests.fakes.hostile_upstream import HostileUpstream, Plan, text_events
+from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events
 
 UPSTREAM_KEY = "sk-upstream-SECRET-0123456789abcdef"
@@ -103,7 +104,7 @@ def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
 async def test_upstream_errors_echoing_headers_leak_nothing(
     gateway: CCXApp,
     upstream: HostileUpstream,
-    client_for: Any,
+    client_for: ClientFor,
     caplog: pytest.LogCaptureFixture,
     status: int,
     stream: bool,
@@ -118,7 +119,7 @@ async def test_upstream_errors_echoing_headers_leak_nothing(
 
 
 async def test_the_all_failed_503_lists_attempts_without_keys(
-    gateway: CCXApp, upstream: HostileUpstream, client_for: Any, caplog: pytest.LogCaptureFixture
+    gateway: CCXApp, upstream: HostileUpstream, client_for: ClientFor, caplog: pytest.LogCaptureFixture
 ) -> None:
     response = await client_for(gateway).post("/responses", json={"model": "m", "input": "hi"})
     assert response.status_code == 503
@@ -134,7 +135,9 @@ def _echo_in_stream(committed: bool) -> Any:
     def plan(body: dict[str, Any], headers: dict[str, str]) -> Plan:
         events = text_events("partial answer")
         echoed = f"upstream crashed handling authorization={headers.get('authorization')} x={headers}"
-        failed = dict(events[-1])  # type: ignore[arg-type]
+        last = events[-1]
+        assert isinstance(last, dict)
+        failed = dict(last)
         failed["type"] = "response.failed"
         failed["response"] = {
             **failed["response"],
@@ -144,7 +147,9 @@ def _echo_in_stream(committed: bool) -> Any:
         # before the commit: only the prelude, then the failure; after: a text delta (the first
         # meaningful event, see channels/endpoint.py), then the failure
         kept = events[:5] if committed else events[:2]
-        assert kept[-1]["type"] == ("response.output_text.delta" if committed else "response.in_progress")
+        assert isinstance(kept[-1], dict) and kept[-1]["type"] == (
+            "response.output_text.delta" if committed else "response.in_progress"
+        )
         return Plan(events=[*kept, failed])
 
     return plan
@@ -152,7 +157,7 @@ def _echo_in_stream(committed: bool) -> Any:
 
 @pytest.mark.parametrize("committed", [True, False])
 async def test_in_stream_errors_echoing_keys_are_redacted(
-    gateway: CCXApp, upstream: HostileUpstream, client_for: Any, caplog: pytest.LogCaptureFixture, committed: bool
+    gateway: CCXApp, upstream: HostileUpstream, client_for: ClientFor, caplog: pytest.LogCaptureFixture, committed: bool
 ) -> None:
     upstream.plan = _echo_in_stream(committed)
     response = await client_for(gateway).post("/responses", json={"model": "m", "input": "hi", "stream": True})
@@ -168,7 +173,7 @@ async def test_in_stream_errors_echoing_keys_are_redacted(
 
 
 async def test_transport_failures_leak_nothing(
-    make_app: AppFactory, client_for: Any, caplog: pytest.LogCaptureFixture
+    make_app: AppFactory, client_for: ClientFor, caplog: pytest.LogCaptureFixture
 ) -> None:
     def explode(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError(f"boom {request.headers}")  # an exception text that carries headers
@@ -180,7 +185,9 @@ async def test_transport_failures_leak_nothing(
     assert_no_secrets(*response_texts(response), *log_texts(caplog))
 
 
-async def test_client_keys_are_never_forwarded(gateway: CCXApp, upstream: HostileUpstream, client_for: Any) -> None:
+async def test_client_keys_are_never_forwarded(
+    gateway: CCXApp, upstream: HostileUpstream, client_for: ClientFor
+) -> None:
     upstream.plan = lambda body, headers: Plan(events=text_events())
     client = client_for(gateway, key=EXTRA_KEY)
     response = await client.post(
@@ -195,14 +202,16 @@ async def test_client_keys_are_never_forwarded(gateway: CCXApp, upstream: Hostil
     assert_no_secrets(orjson.dumps(headers), orjson.dumps(body), secrets=(PROXY_KEY, EXTRA_KEY, ADMIN_KEY))
 
 
-async def test_wrong_client_keys_are_not_echoed(gateway: CCXApp, client_for: Any, caplog: Any) -> None:
+async def test_wrong_client_keys_are_not_echoed(
+    gateway: CCXApp, client_for: ClientFor, caplog: pytest.LogCaptureFixture
+) -> None:
     wrong = "wrong-key-that-looks-real-123456"
     response = await client_for(gateway, key=wrong).post("/responses", json={"model": "m", "input": "hi"})
     assert response.status_code == 401
     assert_no_secrets(*response_texts(response), *log_texts(caplog), secrets=(*SECRETS, wrong))
 
 
-async def _hostile_traffic(gateway: CCXApp, upstream: HostileUpstream, client_for: Any) -> None:
+async def _hostile_traffic(gateway: CCXApp, upstream: HostileUpstream, client_for: ClientFor) -> None:
     """Fill the recent-request rings and metrics with everything that could carry a key: upstream
     errors echoing the request headers (every status, stream or not), an in-stream failure echoing
     them, an all-channels-failed 503, a success, and a client with a wrong key."""
@@ -233,7 +242,7 @@ _LABELS = re.compile(r"^[a-z_]+\{([^}]*)\}", re.MULTILINE)
 async def test_state_endpoints_leak_nothing(
     gateway: CCXApp,
     upstream: HostileUpstream,
-    client_for: Any,
+    client_for: ClientFor,
     caplog: pytest.LogCaptureFixture,
     method: str,
     path: str,
@@ -251,7 +260,7 @@ async def test_state_endpoints_leak_nothing(
         # The failures were counted (the endpoint saw the traffic), and every label value is one the
         # gateway chose: channel names, HTTP statuses, token kinds, buckets, breaker states.
         assert re.search(r'^ccx_upstream_failures_total\{channel="a"\} [1-9]', response.text, re.MULTILINE)
-        allowed = {
+        allowed: dict[str, Callable[[str], bool]] = {
             "channel": lambda v: v in ("a", "b", "none"),
             "status": str.isdigit,
             "kind": lambda v: v in ("input", "output", "cached_input", "reasoning"),
@@ -271,7 +280,7 @@ def test_settings_and_configuration_errors_hide_keys() -> None:
         channels=[channel("a", api_keys=[UPSTREAM_KEY], headers={"x-k": HEADER_SECRET})],
     )
     assert_no_secrets(repr(settings), str(settings), repr(settings.channels[0]), settings.model_dump_json())
-    bad = [
+    bad: list[dict[str, Any]] = [
         {"channels": [{**channel("a"), "api_keys": UPSTREAM_KEY}]},  # a string, not a list
         {"channels": [{**channel("a"), "headers": [HEADER_SECRET]}]},
         {"channels": [{**channel("a", api_keys=[UPSTREAM_KEY]), "base_url": f"ftp://{UPSTREAM_KEY}@x"}]},

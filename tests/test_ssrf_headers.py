@@ -10,9 +10,11 @@ import orjson
 import pytest
 
 from ccx_asgi import CCXApp
+from ccx_asgi.types import Message
 from ccx_asgi.upstream import forwardable_headers
 from tests.conftest import PROXY_KEY, UPSTREAM_KEY, AppFactory, channel
 from tests.fakes.hostile_upstream import text_events
+from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events
 
 CHANNEL_HEADER = "channel-header-secret-42424242"
@@ -98,7 +100,7 @@ STEERING_HEADERS = {
 
 @pytest.mark.parametrize("stream", [True, False])
 async def test_client_headers_cannot_steer_the_upstream_or_carry_credentials(
-    gateway: CCXApp, recorder: Recorder, client_for: Any, stream: bool
+    gateway: CCXApp, recorder: Recorder, client_for: ClientFor, stream: bool
 ) -> None:
     response = await client_for(gateway).post(
         "/responses",
@@ -120,7 +122,7 @@ async def test_client_headers_cannot_steer_the_upstream_or_carry_credentials(
     assert response.status_code == 200  # (the strict fake would refuse an unknown body field; ours forwards it)
 
 
-async def test_model_names_cannot_change_the_url(gateway: CCXApp, recorder: Recorder, client_for: Any) -> None:
+async def test_model_names_cannot_change_the_url(gateway: CCXApp, recorder: Recorder, client_for: ClientFor) -> None:
     for model in ("../../admin", "http://evil.example/x", "m?x=1#frag", "m\r\nHost: evil"):
         await client_for(gateway).post("/responses", json={"model": model, "input": "hi"})
     assert {str(r.url) for r in recorder.requests} == {"https://upstream.test/v1/responses"}
@@ -141,7 +143,7 @@ def test_header_splitting_and_malformed_names_are_dropped() -> None:
 
 
 async def test_raw_asgi_header_injection_does_not_reach_the_upstream(gateway: CCXApp, recorder: Recorder) -> None:
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
     body = orjson.dumps({"model": "m", "input": "hi"})
     scope = {
         "type": "http",
@@ -158,7 +160,7 @@ async def test_raw_asgi_header_injection_does_not_reach_the_upstream(gateway: CC
     async def receive() -> dict[str, Any]:
         return next(messages)
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     await gateway(scope, receive, send)
@@ -173,7 +175,7 @@ async def test_raw_asgi_header_injection_does_not_reach_the_upstream(gateway: CC
 
 @pytest.mark.parametrize("stream", [True, False])
 async def test_upstream_response_headers_are_not_passed_on(
-    gateway: CCXApp, recorder: Recorder, client_for: Any, stream: bool
+    gateway: CCXApp, recorder: Recorder, client_for: ClientFor, stream: bool
 ) -> None:
     response = await client_for(gateway).post("/responses", json={"model": "m", "input": "hi", "stream": stream})
     assert response.status_code == 200
@@ -184,7 +186,7 @@ async def test_upstream_response_headers_are_not_passed_on(
 
 @pytest.mark.parametrize("status", [429, 500, 400, 307])
 async def test_upstream_error_headers_are_not_passed_on_and_redirects_not_followed(
-    gateway: CCXApp, recorder: Recorder, client_for: Any, status: int
+    gateway: CCXApp, recorder: Recorder, client_for: ClientFor, status: int
 ) -> None:
     recorder.status = status
     response = await client_for(gateway).post("/responses", json={"model": "m", "input": "hi"})
@@ -196,7 +198,7 @@ async def test_upstream_error_headers_are_not_passed_on_and_redirects_not_follow
         assert response.headers["retry-after"] == "3"  # the one upstream header we act on, re-issued by us
 
 
-async def test_upstream_cookies_never_reach_other_requests(make_app: AppFactory, client_for: Any) -> None:
+async def test_upstream_cookies_never_reach_other_requests(make_app: AppFactory, client_for: ClientFor) -> None:
     """The shared upstream client must not keep a Set-Cookie from one user's request for the next."""
     seen: list[str | None] = []
 

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from ccx_asgi.store import ROUTE_TTL, owner_fingerprint
+from ccx_asgi.types import Receive, Scope, Send
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.stateful_responses_upstream import StatefulResponsesUpstream
 from tests.servers import serve
@@ -33,6 +34,12 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+def _raw(value: bytes | str | None) -> bytes:
+    """A value read with a plain client (``decode_responses`` off, so never ``str``)."""
+    assert not isinstance(value, str)
+    return value or b""
 
 
 def over_http(url: str, key: str = PROXY_KEY) -> openai.AsyncOpenAI:
@@ -80,14 +87,14 @@ async def test_create_on_one_instance_continue_on_the_other(
 
     raw = redis.Redis(port=redis_server.port)
     try:
-        keys = [k.decode() for k in raw.keys("ccx:*")]
+        keys = [_raw(k).decode() for k in raw.keys("ccx:*")]
         if kind == "responses":  # a native route, kept as long as OpenAI keeps the response
             assert f"ccx:route:{first.id}" in keys
             assert 86_400_000 < raw.pttl(f"ccx:route:{first.id}") <= ROUTE_TTL * 1000
         else:
             assert f"ccx:response:{first.id}" in keys
             assert 0 < raw.pttl(f"ccx:response:{first.id}") <= 86_400_000
-        dump = b"".join(raw.get(k) or b"" for k in keys)
+        dump = b"".join(_raw(raw.get(k)) for k in keys)
         assert PROXY_KEY.encode() not in dump and b"upstream-key" not in dump  # neither key is stored
         assert owner_fingerprint(PROXY_KEY.encode()).encode() in dump
     finally:
@@ -101,7 +108,7 @@ class RateLimitFirstKeyOnce:
         self.app = app
         self.done = False
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         auth = dict(scope.get("headers") or []).get(b"authorization", b"")
         if scope["type"] == "http" and auth == b"Bearer key-1" and not self.done:
             self.done = True

@@ -19,6 +19,7 @@ from ccx_asgi.stream import ClientStream
 from ccx_asgi.types import Event, Message
 from tests.conftest import AppFactory
 from tests.fakes.scripted_upstream import Scripted, answer_events, chan, events, ok
+from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events
 
 BODY = {"model": "gpt-5", "input": "hi", "stream": True}
@@ -122,7 +123,11 @@ class _BuggyAdapter(ResponsesAdapter):
 
 @pytest.mark.parametrize("after", [0, 5], ids=["before-content", "after-content"])
 async def test_a_translator_bug_is_a_gateway_error_never_failed_over(
-    make_app: AppFactory, client_for: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, after: int
+    make_app: AppFactory,
+    client_for: ClientFor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    after: int,
 ) -> None:
     # Before, a ValueError from a translator was taken for the SSE size limit: an upstream fault,
     # failed over to the next channel, and reported as that channel's failure.

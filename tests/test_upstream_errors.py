@@ -23,6 +23,7 @@ from tests.conftest import AppFactory
 from tests.fakes.chat_upstream import FakeChatUpstream, Reply, chunk
 from tests.fakes.claude_upstream import FakeClaudeUpstream
 from tests.fakes.scripted_upstream import Scripted, after, chan, events, failed, prelude, status
+from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events, validate_response
 
 BODY = {"model": "gpt-5", "input": "hi", "stream": True}
@@ -179,7 +180,7 @@ class Hosts(httpx.AsyncBaseTransport):
 
 @pytest.mark.parametrize("stream", [True, False])
 async def test_claude_prompt_too_long_is_a_final_context_length_error(
-    make_app: AppFactory, client_for, stream: bool
+    make_app: AppFactory, client_for: ClientFor, stream: bool
 ) -> None:
     def too_long(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 400, {"type": "error", "error": {"type": "invalid_request_error", "message": CLAUDE_TOO_LONG}}
@@ -198,7 +199,9 @@ async def test_claude_prompt_too_long_is_a_final_context_length_error(
     assert len(first.requests) == 1 and second.requests == []  # final: not failed over
 
 
-async def test_claude_credit_balance_fails_over_then_is_reported_as_quota(make_app: AppFactory, client_for) -> None:
+async def test_claude_credit_balance_fails_over_then_is_reported_as_quota(
+    make_app: AppFactory, client_for: ClientFor
+) -> None:
     def no_credit(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 400, {"type": "error", "error": {"type": "invalid_request_error", "message": CLAUDE_CREDIT}}
 
@@ -222,7 +225,7 @@ async def test_claude_credit_balance_fails_over_then_is_reported_as_quota(make_a
     assert "credit balance is too low" in error["message"]
 
 
-async def test_quota_answer_never_carries_retry_after(make_app: AppFactory, client_for) -> None:
+async def test_quota_answer_never_carries_retry_after(make_app: AppFactory, client_for: ClientFor) -> None:
     upstream = Scripted()
     upstream.script(
         "a.test", status(429, "You exceeded your current quota", code_field="insufficient_quota", retry_after="30")
@@ -232,7 +235,7 @@ async def test_quota_answer_never_carries_retry_after(make_app: AppFactory, clie
     assert "retry-after" not in response.headers  # Codex would wait and retry a 429 with Retry-After
 
 
-async def test_mixed_failures_stay_a_retryable_503(make_app: AppFactory, client_for) -> None:
+async def test_mixed_failures_stay_a_retryable_503(make_app: AppFactory, client_for: ClientFor) -> None:
     upstream = Scripted()
     upstream.script("a.test", status(429, "You exceeded your current quota", code_field="insufficient_quota"))
     upstream.script("b.test", status(503, "down"))
@@ -242,7 +245,9 @@ async def test_mixed_failures_stay_a_retryable_503(make_app: AppFactory, client_
     assert response.json()["error"]["code"] == "all_channels_failed"
 
 
-async def test_chat_in_stream_context_length_is_passed_on_not_retried(make_app: AppFactory, client_for) -> None:
+async def test_chat_in_stream_context_length_is_passed_on_not_retried(
+    make_app: AppFactory, client_for: ClientFor
+) -> None:
     def script(body: dict[str, Any]) -> Reply:
         return Reply(
             [
@@ -276,7 +281,7 @@ async def test_chat_in_stream_context_length_is_passed_on_not_retried(make_app: 
     assert len(first.requests) == 1 and second.requests == []
 
 
-async def test_in_stream_quota_fails_over(make_app: AppFactory, client_for) -> None:
+async def test_in_stream_quota_fails_over(make_app: AppFactory, client_for: ClientFor) -> None:
     upstream = Scripted()
     upstream.script("a.test", events(failed("insufficient_quota", "You exceeded your current quota")))
     upstream.script("b.test", events(failed("insufficient_quota", "You exceeded your current quota")))
@@ -301,7 +306,7 @@ CUT = events(prelude, delay=0.06, fail=httpx.ReadError("reset"))
     ],
 )
 async def test_after_a_keepalive_the_failed_event_keeps_the_code(
-    make_app: AppFactory, client_for, first: Any, second: Any, code: str
+    make_app: AppFactory, client_for: ClientFor, first: Any, second: Any, code: str
 ) -> None:
     upstream = Scripted()
     upstream.script("a.test", first)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from ccx_asgi.hints import upstream_error_hint
 from ccx_asgi.settings import ChannelConfig
 from tests.conftest import AppFactory, channel
 from tests.fakes.chat_upstream import FakeChatUpstream
+from tests.fixture_types import ClientFor
 from tests.paths import CODEX_FIXTURES
 
 DEEPSEEK = "Failed to deserialize the JSON body into the target type: messages[0].role: unknown variant `developer`, expected one of `system`, `user`, `assistant`, `tool`"
@@ -45,7 +47,7 @@ def test_no_hint_where_it_would_not_help(channel_config: ChannelConfig, status: 
     assert upstream_error_hint(channel_config, status, message) == ""
 
 
-async def test_the_developer_role_400_tells_the_client_the_fix(make_app: AppFactory, client_for) -> None:
+async def test_the_developer_role_400_tells_the_client_the_fix(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeChatUpstream(strict_roles=True)  # rejects `developer` the way DeepSeek does
     config = channel("deepseek", service_type="chat", base_url="https://chat.test/v1")
     app = make_app([config], transport=httpx.ASGITransport(app=fake))
@@ -57,7 +59,7 @@ async def test_the_developer_role_400_tells_the_client_the_fix(make_app: AppFact
     assert "set \"normalize_roles\": true on channel 'deepseek'" in message  # …then the fix
 
 
-async def test_status_page_has_no_python_reprs(make_app: AppFactory, client_for) -> None:
+async def test_status_page_has_no_python_reprs(make_app: AppFactory, client_for: ClientFor) -> None:
     app = make_app([channel("main")], admin_access_key="admin-key-for-tests")
     client = client_for(app, key="admin-key-for-tests")
     page = (await client.get("/admin/")).text
@@ -71,8 +73,8 @@ async def test_status_page_has_no_python_reprs(make_app: AppFactory, client_for)
     assert "<span>2 channels</span>" in (await client_for(two, key="k" * 24).get("/admin/")).text
 
 
-async def test_the_demo_channel_lists_models(make_app: AppFactory, client_for) -> None:
-    async def ids(*channels: dict[str, object]) -> list[str]:
+async def test_the_demo_channel_lists_models(make_app: AppFactory, client_for: ClientFor) -> None:
+    async def ids(*channels: dict[str, Any]) -> list[str]:
         app = make_app(list(channels), models_from_upstream=False)
         return [m["id"] for m in (await client_for(app).get("/models")).json()["data"]]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from ccx_asgi import ChannelConfig, create_app, load_settings
 from examples.fastapi_app.app import build_host_app, create_host_app
@@ -15,7 +16,11 @@ from tests.servers import serve
 def _settings() -> object:
     return load_settings(
         proxy_access_key="host-key",
-        channels=[ChannelConfig(name="up", service_type="responses", base_url="http://up.test/v1", api_keys=["sk-up"])],
+        channels=[
+            ChannelConfig(
+                name="up", service_type="responses", base_url="http://up.test/v1", api_keys=[SecretStr("sk-up")]
+            )
+        ],
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from ccx_asgi import ChannelConfig, create_app, load_settings
 from examples.litestar_app.app import build_host_app, create_host_app
@@ -16,11 +17,14 @@ async def test_host_routes_and_gateway_in_process() -> None:
     upstream = FakeResponsesUpstream(keys=("sk-up",))
     settings = load_settings(
         proxy_access_key="host-key",
-        channels=[ChannelConfig(name="up", service_type="responses", base_url="http://up.test", api_keys=["sk-up"])],
+        channels=[
+            ChannelConfig(name="up", service_type="responses", base_url="http://up.test", api_keys=[SecretStr("sk-up")])
+        ],
     )
-    ccx = create_app(settings, transport=httpx.ASGITransport(app=upstream))  # type: ignore[arg-type]
+    ccx = create_app(settings, transport=httpx.ASGITransport(app=upstream))
     app = build_host_app(ccx)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://host.test") as client:
+    # Litestar types its ASGI callable with its own TypedDict scopes and events, not httpx's mappings
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://host.test") as client:  # type: ignore[arg-type]
         assert (await client.get("/health")).json() == {"status": "ok"}
         response = await client.post(
             "/v1/responses",

@@ -13,9 +13,11 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from ccx_asgi import ChannelConfig, load_settings
 from ccx_asgi.__main__ import build_standalone
+from ccx_asgi.types import Receive, Scope, Send
 from tests.e2e.codex import CodexRun, catalog_entry, run_codex
 from tests.fakes.chat_upstream import (
     CODE_MODE_JS,
@@ -39,7 +41,7 @@ class RequestRecorder:
         self.app = app
         self.bodies: list[dict[str, Any]] = []
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].endswith("/responses"):
             await self.app(scope, receive, send)
             return
@@ -75,7 +77,7 @@ def run_through_chat(
                     name="deepseek-like",
                     service_type="chat",
                     base_url=upstream_url,
-                    api_keys=["sk-upstream"],
+                    api_keys=[SecretStr("sk-upstream")],
                     model_map={slug: "deepseek-reasoner"},
                     normalize_roles=True,
                 )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from ccx_asgi import ChannelConfig, load_settings
 from ccx_asgi.__main__ import build_standalone
@@ -88,7 +89,7 @@ def gateway() -> Any:
                     name="claude",
                     service_type="claude",
                     base_url=upstream_url,
-                    api_keys=["sk-ant-test"],
+                    api_keys=[SecretStr("sk-ant-test")],
                     model_map={SLUG: "claude-sonnet-4-5"},
                 )
             ],
@@ -171,7 +172,7 @@ def test_codex_gpt_6_sol_runs_a_command_through_code_mode_on_opus_4_7(tmp_path: 
                     name="claude",
                     service_type="claude",
                     base_url=upstream_url,
-                    api_keys=["sk-ant-test"],
+                    api_keys=[SecretStr("sk-ant-test")],
                     model_map={"gpt-6-sol": "claude-opus-4-7"},
                 )
             ],

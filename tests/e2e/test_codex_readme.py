@@ -18,6 +18,7 @@ import pytest
 
 from ccx_asgi import load_settings
 from ccx_asgi.__main__ import build_standalone
+from ccx_asgi.types import Receive, Scope, Send
 from tests.e2e.codex import require_codex
 from tests.servers import serve
 
@@ -29,9 +30,10 @@ KEY = "change-me"  # the README's `export CCX_CLIENT_KEY=change-me`
 
 
 def readme_block(language: str, marker: str) -> str:
-    [block] = [
+    blocks: list[str] = [
         b for lang, b in re.findall(r"^```(\w*)\n(.*?)^```", README, re.S | re.M) if lang == language and marker in b
     ]
+    [block] = blocks
     return block
 
 
@@ -61,7 +63,7 @@ class Recorder:
         self.app = app
         self.bodies: list[dict[str, Any]] = []
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from ccx_asgi import ChannelConfig, create_app, load_settings
 from examples.fastapi_app.app import build_host_app
@@ -25,7 +26,7 @@ def test_codex_runs_a_shell_tool_through_a_fastapi_host(tmp_path: Path) -> None:
                     name="native",
                     service_type="responses",
                     base_url=upstream_url,  # no /v1: ccx adds it
-                    api_keys=["sk-upstream"],
+                    api_keys=[SecretStr("sk-upstream")],
                     model_map={"gpt": "upstream-model"},
                 )
             ],

@@ -11,6 +11,7 @@ import pytest
 
 from ccx_asgi import load_settings
 from ccx_asgi.__main__ import build_standalone
+from ccx_asgi.types import Receive, Scope, Send
 from tests.e2e.codex import require_codex
 from tests.servers import serve
 
@@ -29,7 +30,7 @@ class Counter:
         self.app = app
         self.posts = 0
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             self.posts += 1
         await self.app(scope, receive, send)

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from ccx_asgi.types import Receive, Scope, Send
 from tests.fakes.asgi import read_request, send_json
 
 KNOWN_FIELDS = frozenset(
@@ -251,10 +252,10 @@ def validate_chat_request(
     unknown = sorted(set(body) - KNOWN_FIELDS - extra_fields)
     if unknown:
         return 400, f"Unrecognized request argument supplied: {unknown[0]}"
-    for name, values in OPENAI_FIELDS.items():
-        value = body.get(name)
-        if name in body and (not isinstance(value, str) or (values is not None and value not in values)):
-            return 400, f"Invalid value for '{name}': {value!r}"
+    for field_name, values in OPENAI_FIELDS.items():
+        value = body.get(field_name)
+        if field_name in body and (not isinstance(value, str) or (values is not None and value not in values)):
+            return 400, f"Invalid value for '{field_name}': {value!r}"
     if "top_logprobs" in body:
         top = body["top_logprobs"]
         if body.get("logprobs") is not True:
@@ -289,9 +290,9 @@ def validate_chat_request(
             tool_names.add(name)
             if not isinstance(function.get("parameters", {}), dict):
                 return 400, f"tools[{i}].function.parameters must be an object"
-    for name in ("tool_choice", "parallel_tool_calls"):
-        if name in body and not tool_names:
-            return 400, f"Invalid value for '{name}': only allowed when 'tools' are specified."
+    for field_name in ("tool_choice", "parallel_tool_calls"):
+        if field_name in body and not tool_names:
+            return 400, f"Invalid value for '{field_name}': only allowed when 'tools' are specified."
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         allowed = choice.get("allowed_tools")
@@ -472,7 +473,7 @@ class FakeChatUpstream:
     delay: float = 0.0
     requests: list[Recorded] = field(default_factory=list)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         headers, raw = await read_request(scope, receive)

@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from ccx_asgi.types import Receive, Scope, Send
 from tests.fakes.asgi import read_request, send_json
 
 SECRET = b"fake-claude-signing-secret"
@@ -493,7 +494,7 @@ def stream_events(reply: Reply, model: str, secret: bytes = SECRET, chunk: int =
                     {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}
                 )
         elif kind == "thinking":
-            start = {"type": "thinking", "thinking": "", "signature": ""}
+            start: dict[str, Any] = {"type": "thinking", "thinking": "", "signature": ""}
             events.append({"type": "content_block_start", "index": index, "content_block": start})
             for piece in _chunks(block["thinking"], chunk):
                 delta = {"type": "thinking_delta", "thinking": piece}
@@ -551,7 +552,8 @@ def message_json(reply: Reply, model: str, secret: bytes = SECRET) -> dict[str, 
 
 def encode_sse(event: dict[str, Any]) -> bytes:
     """One Claude SSE frame (``event:`` + ``data:``)."""
-    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+    kind: str = event["type"]
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 @dataclass
@@ -579,7 +581,7 @@ class FakeClaudeUpstream:
     requests: list[Recorded] = field(default_factory=list)
     rejections: list[str] = field(default_factory=list)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         headers, raw = await read_request(scope, receive)
@@ -625,5 +627,5 @@ class FakeClaudeUpstream:
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
-    async def _error(self, send: Any, status: int, kind: str, message: str) -> None:
+    async def _error(self, send: Send, status: int, kind: str, message: str) -> None:
         await send_json(send, status, {"type": "error", "error": {"type": kind, "message": message}})

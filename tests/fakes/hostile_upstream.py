@@ -17,6 +17,7 @@ import orjson
 
 from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.sse import encode_event
+from ccx_asgi.types import Receive, Scope, Send
 from tests.fakes.asgi import read_request
 
 
@@ -60,7 +61,7 @@ class HostileUpstream:
     served: int = 0
     requests: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         headers, raw = await read_request(scope, receive)
@@ -84,7 +85,7 @@ class HostileUpstream:
             self.served += 1
             watcher.cancel()
 
-    async def _answer(self, plan: Plan, body: dict[str, Any], send: Any, gone: asyncio.Event) -> None:
+    async def _answer(self, plan: Plan, body: dict[str, Any], send: Send, gone: asyncio.Event) -> None:
         if plan.stall_before_headers:
             await gone.wait()
             return

@@ -16,6 +16,7 @@ import orjson
 
 from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.sse import encode_event
+from ccx_asgi.types import Receive, Scope, Send
 from tests.fakes.asgi import read_request, send_json
 
 KNOWN_FIELDS = frozenset(
@@ -77,7 +78,7 @@ class FakeResponsesUpstream:
     cut_after: int | None = None
     requests: list[Recorded] = field(default_factory=list)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         headers, body_bytes = await read_request(scope, receive)

@@ -19,6 +19,7 @@ import orjson
 
 from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.sse import encode_event
+from ccx_asgi.types import Receive, Scope, Send
 from tests.fakes.asgi import read_request, send_json
 from tests.fakes.responses_upstream import KNOWN_FIELDS, Recorded, _check_input
 
@@ -49,7 +50,7 @@ class StatefulResponsesUpstream:
     stored: dict[tuple[str, str], tuple[list[dict[str, Any]], dict[str, Any]]] = field(default_factory=dict)
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         headers, raw = await read_request(scope, receive)
@@ -93,7 +94,7 @@ class StatefulResponsesUpstream:
         else:
             await send_json(send, *_error(404, "Not found"))
 
-    async def _create(self, send: Any, key: str, body: Any) -> None:
+    async def _create(self, send: Send, key: str, body: Any) -> None:
         if not isinstance(body, dict):
             await send_json(send, *_error(400, "invalid JSON"))
             return

@@ -20,7 +20,8 @@ RECORDED = [p.name for p in codex_bodies()]
 
 
 def load(name: str) -> dict[str, Any]:
-    return json.loads((CODEX / name).read_text())
+    body: dict[str, Any] = json.loads((CODEX / name).read_text())
+    return body
 
 
 def convert(body: dict[str, Any], **options: Any) -> dict[str, Any]:

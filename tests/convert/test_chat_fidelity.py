@@ -14,7 +14,8 @@ from typing import Any, get_args
 import httpx
 import openai
 import pytest
-from openai.types.responses import Response
+from openai.types.responses import Response, ResponseOutputMessage, ResponseOutputRefusal, ResponseOutputText
+from openai.types.responses.response_output_text import AnnotationURLCitation
 from pydantic import ValidationError
 
 from ccx_asgi.convert.chat import (
@@ -27,6 +28,7 @@ from ccx_asgi.convert.chat import (
 from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.settings import ChannelConfig
+from tests.channels.test_chat_app import chat_channel, routed
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.chat_upstream import (
     OPENAI_FIELDS,
@@ -39,9 +41,9 @@ from tests.fakes.chat_upstream import (
     usage,
     validate_chat_request,
 )
+from tests.fixture_types import ClientFor
 from tests.paths import CODEX_FIXTURES
 from tests.sdk import parse_sse, validate_events, validate_response
-from tests.test_chat_app import chat_channel, routed
 
 PDF = "data:application/pdf;base64,JVBERi0xLjQK"
 TOOLS = [
@@ -50,6 +52,13 @@ TOOLS = [
     {"type": "custom", "name": "apply_patch", "description": "patch"},
     {"type": "web_search"},
 ]
+
+
+def _first_part(parsed: Response) -> ResponseOutputText | ResponseOutputRefusal:
+    """The first content part of the first output item, which must be a message."""
+    message = parsed.output[0]
+    assert isinstance(message, ResponseOutputMessage)
+    return message.content[0]
 
 
 def codex(name: str) -> dict[str, Any]:
@@ -82,7 +91,7 @@ def refusal_reply(text: str = "I can't help with that.") -> Reply:
     return Reply([*chunks, chunk({}, "stop"), chunk(usage=usage(30, 8), choices=False)])
 
 
-async def test_a_refusal_stream_is_the_answer_not_a_failover(make_app: AppFactory, client_for) -> None:
+async def test_a_refusal_stream_is_the_answer_not_a_failover(make_app: AppFactory, client_for: ClientFor) -> None:
     refusing = FakeChatUpstream(script=lambda body: refusal_reply())
     spare = FakeChatUpstream()
     app = make_app([chat_channel("a"), chat_channel("b")], transport=routed(a=refusing, b=spare))
@@ -104,14 +113,14 @@ async def test_a_refusal_stream_is_the_answer_not_a_failover(make_app: AppFactor
     ]
 
 
-async def test_a_json_refusal_is_a_refusal_part(make_app: AppFactory, client_for) -> None:
+async def test_a_json_refusal_is_a_refusal_part(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeChatUpstream(script=lambda body: refusal_reply("No."))
     app = make_app([chat_channel()], transport=routed(chat=fake))
     response = await client_for(app).post("/responses", json={"model": "m", "input": "x"})
     assert response.status_code == 200, response.text
     parsed = validate_response(response.json())
-    part = parsed.output[0].content[0]  # type: ignore[union-attr]
-    assert part.type == "refusal" and part.refusal == "No."
+    part = _first_part(parsed)
+    assert part.type == "refusal" and isinstance(part, ResponseOutputRefusal) and part.refusal == "No."
 
 
 def test_refusal_after_text_is_its_own_message() -> None:
@@ -138,7 +147,7 @@ def warning_history() -> list[dict[str, Any]]:
     ]
 
 
-async def test_an_output_after_a_message_moves_next_to_its_call(make_app: AppFactory, client_for) -> None:
+async def test_an_output_after_a_message_moves_next_to_its_call(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeChatUpstream(script=lambda body: text_reply("done"))
     app = make_app([chat_channel()], transport=routed(chat=fake))
     body = {"model": "m", "input": warning_history(), "tools": TOOLS, "stream": True}
@@ -153,7 +162,7 @@ async def test_an_output_after_a_message_moves_next_to_its_call(make_app: AppFac
 
 
 def test_the_strict_fake_rejects_a_message_between_calls_and_tool_answers() -> None:
-    chat = {
+    chat: dict[str, Any] = {
         "model": "m",
         "messages": [
             {"role": "user", "content": "go"},
@@ -178,7 +187,7 @@ def user(*parts: dict[str, Any]) -> dict[str, Any]:
     return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "look"}, *parts]}
 
 
-async def test_files_and_audio_become_chat_parts(make_app: AppFactory, client_for) -> None:
+async def test_files_and_audio_become_chat_parts(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeChatUpstream(script=lambda body: text_reply("read it"))
     app = make_app([chat_channel()], transport=routed(chat=fake))
     item = user(
@@ -219,7 +228,7 @@ async def test_files_and_audio_become_chat_parts(make_app: AppFactory, client_fo
     ids=["file_id", "image file_id", "no data", "audio without format", "file in developer", "file in tool output"],
 )
 async def test_parts_a_chat_upstream_cannot_take_are_a_400_naming_them(
-    item: dict[str, Any], param: str, words: str, make_app: AppFactory, client_for
+    item: dict[str, Any], param: str, words: str, make_app: AppFactory, client_for: ClientFor
 ) -> None:
     fake = FakeChatUpstream()
     app = make_app([chat_channel()], transport=routed(chat=fake))
@@ -287,7 +296,7 @@ def test_allowed_tools_naming_only_dropped_tools() -> None:
     assert caught.value.param == "tool_choice.tools"
 
 
-async def test_allowed_tools_through_the_app(make_app: AppFactory, client_for) -> None:
+async def test_allowed_tools_through_the_app(make_app: AppFactory, client_for: ClientFor) -> None:
     native = FakeChatUpstream(native_allowed_tools=True, script=lambda body: tool_reply([("read_file", {})]))
     app = make_app([chat_channel(chat_allowed_tools="native")], transport=routed(chat=native))
     body = {"model": "m", "input": "x", "tools": TOOLS, "tool_choice": ALLOWED, "stream": True}
@@ -336,7 +345,7 @@ def test_openai_only_fields_are_forwarded_when_the_channel_names_them() -> None:
     assert_valid(chat, extra_fields=frozenset(OPENAI_FIELDS))
 
 
-async def test_forward_fields_channel_option(make_app: AppFactory, client_for) -> None:
+async def test_forward_fields_channel_option(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeChatUpstream(extra_fields=frozenset(OPENAI_FIELDS), script=lambda body: text_reply("ok"))
     app = make_app([chat_channel(chat_forward_fields=["verbosity", "service_tier"])], transport=routed(chat=fake))
     response = await client_for(app).post("/responses", json={"model": "m", "input": "x", **HINTS})
@@ -365,7 +374,7 @@ def logprob_reply(body: dict[str, Any]) -> Reply:
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
-async def test_logprobs_are_asked_for_and_returned(stream: bool, make_app: AppFactory, client_for) -> None:
+async def test_logprobs_are_asked_for_and_returned(stream: bool, make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeChatUpstream(script=logprob_reply)
     app = make_app([chat_channel()], transport=routed(chat=fake))
     body = {
@@ -388,7 +397,9 @@ async def test_logprobs_are_asked_for_and_returned(stream: bool, make_app: AppFa
     else:
         final = response.json()
     parsed = Response.model_validate(final)
-    logprobs = parsed.output[0].content[0].logprobs  # type: ignore[union-attr]
+    part = _first_part(parsed)
+    assert isinstance(part, ResponseOutputText)
+    logprobs = part.logprobs
     assert logprobs is not None and [(p.token, p.logprob, p.bytes) for p in logprobs] == [
         ("Hel", -0.1, [72, 101, 108]),
         ("lo", -0.2, [108, 111]),
@@ -427,7 +438,10 @@ def test_json_citations_cache_writes_and_usage() -> None:
     }
     response = to_response(raw, model="m", request={"input": "x"})
     parsed = validate_response(response)
-    assert parsed.output[0].content[0].annotations[0].url == "https://example.com/a"  # type: ignore[union-attr]
+    part = _first_part(parsed)
+    assert isinstance(part, ResponseOutputText)
+    annotation = part.annotations[0]
+    assert isinstance(annotation, AnnotationURLCitation) and annotation.url == "https://example.com/a"
     assert response["usage"]["input_tokens_details"] == {"cached_tokens": 50, "cache_write_tokens": 120}
     assert response["usage"]["input_tokens"] == 200
 
@@ -451,7 +465,7 @@ ECHOED = {
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
-async def test_the_response_echoes_the_request(stream: bool, make_app: AppFactory, client_for) -> None:
+async def test_the_response_echoes_the_request(stream: bool, make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeChatUpstream(script=lambda body: text_reply("hi"))
     app = make_app([chat_channel()], transport=routed(chat=fake))
     client = client_for(app)
@@ -473,7 +487,7 @@ async def test_the_response_echoes_the_request(stream: bool, make_app: AppFactor
         assert {k: obj[k] for k in echoed} == echoed
 
 
-async def test_echo_defaults_are_openai_defaults(make_app: AppFactory, client_for) -> None:
+async def test_echo_defaults_are_openai_defaults(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeChatUpstream(script=lambda body: text_reply("hi"))
     app = make_app([chat_channel()], transport=routed(chat=fake))
     response = await client_for(app).post("/responses", json={"model": "m", "input": "x"})
@@ -495,14 +509,15 @@ async def test_codex_request_is_echoed_and_the_sdk_reads_it(make_app: AppFactory
     app = make_app([chat_channel()], transport=routed(chat=fake))
     body = codex("request-gpt-5.5-turn1.json")
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-    client = openai.AsyncOpenAI(api_key=PROXY_KEY, base_url="http://gw.test", http_client=http, max_retries=0)
+    # openai types http_client as an httpx2 client; it accepts an httpx one too (_httpx2.is_legacy_httpx_async_client)
+    client = openai.AsyncOpenAI(api_key=PROXY_KEY, base_url="http://gw.test", http_client=http, max_retries=0)  # type: ignore[arg-type]
     try:
         extra = {"client_metadata": body.pop("client_metadata")}
         created = await client.responses.create(**{**body, "stream": False}, extra_body=extra)
     finally:
         await http.aclose()
         await app.aclose()
-    assert created.store is False  # type: ignore[attr-defined]  # OpenAI echoes it; the SDK type lacks it
+    assert created.store is False  # OpenAI echoes it
     assert [t.type for t in created.tools] == [t["type"] for t in body["tools"]]
     assert created.text is not None and created.text.verbosity == "low"
     assert created.reasoning is not None and created.reasoning.effort == "medium"
@@ -517,7 +532,9 @@ def empty_reply(body: dict[str, Any]) -> Reply:
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
-async def test_an_empty_completion_fails_over_in_both_paths(stream: bool, make_app: AppFactory, client_for) -> None:
+async def test_an_empty_completion_fails_over_in_both_paths(
+    stream: bool, make_app: AppFactory, client_for: ClientFor
+) -> None:
     empty = FakeChatUpstream(script=empty_reply)
     spare = FakeChatUpstream(script=lambda body: text_reply("a real answer"))
     app = make_app([chat_channel("a"), chat_channel("b")], transport=routed(a=empty, b=spare), keepalive_interval=0)
@@ -529,7 +546,7 @@ async def test_an_empty_completion_fails_over_in_both_paths(stream: bool, make_a
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
-async def test_only_empty_completions_end_as_503(stream: bool, make_app: AppFactory, client_for) -> None:
+async def test_only_empty_completions_end_as_503(stream: bool, make_app: AppFactory, client_for: ClientFor) -> None:
     app = make_app([chat_channel()], transport=routed(chat=FakeChatUpstream(script=empty_reply)), keepalive_interval=0)
     response = await client_for(app).post("/responses", json={"model": "m", "input": "x", "stream": stream})
     assert response.status_code == 503

@@ -16,8 +16,10 @@ import pytest
 from openai import AsyncOpenAI
 
 from ccx_asgi.convert.claude import decode_reasoning, encode_reasoning
+from ccx_asgi.types import Receive, Scope, Send
 from tests.conftest import PROXY_KEY, UPSTREAM_KEY, AppFactory, channel
 from tests.fakes.claude_upstream import FakeClaudeUpstream, Reply, sign
+from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events, validate_response
 from tests.servers import serve
 
@@ -39,7 +41,7 @@ class Hosts:
     def __init__(self, apps: dict[str, Any]) -> None:
         self.apps = apps
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         host = dict(scope["headers"])[b"host"].decode()
         await self.apps[host](scope, receive, send)
 
@@ -56,7 +58,7 @@ async def stream(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[httpx
     return response, events
 
 
-async def test_text_stream_headers_keys_and_mapped_model(make_app: AppFactory, client_for) -> None:
+async def test_text_stream_headers_keys_and_mapped_model(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeClaudeUpstream()
     app = make_app([claude(model_map={"gpt": "claude-sonnet-4-5"})], transport=transport(fake))
     response, events = await stream(client_for(app), {"model": "gpt-5.5", "input": "hi"})
@@ -75,7 +77,7 @@ async def test_text_stream_headers_keys_and_mapped_model(make_app: AppFactory, c
     assert sent.body["stream"] is True
 
 
-async def test_thinking_signature_survives_a_stateless_round_trip(make_app: AppFactory, client_for) -> None:
+async def test_thinking_signature_survives_a_stateless_round_trip(make_app: AppFactory, client_for: ClientFor) -> None:
     def script(body: dict[str, Any]) -> Reply:
         last = body["messages"][-1]["content"][0]
         if last["type"] == "tool_result":
@@ -90,7 +92,7 @@ async def test_thinking_signature_survives_a_stateless_round_trip(make_app: AppF
 
     fake = FakeClaudeUpstream(script=script)
     client = client_for(make_app([claude()], transport=transport(fake)))
-    first = {
+    first: dict[str, Any] = {
         "model": "claude-x",
         "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "write it"}]}],
         "tools": [EXEC],
@@ -106,7 +108,7 @@ async def test_thinking_signature_survives_a_stateless_round_trip(make_app: AppF
 
     # Codex replays the items it got (store: false), plus the tool output.
     call = output[1]
-    replay = {**first, "input": [*first["input"], *output, {"type": "function_call_output", "call_id": call["call_id"], "output": "ok"}]}  # fmt: skip
+    replay: dict[str, Any] = {**first, "input": [*first["input"], *output, {"type": "function_call_output", "call_id": call["call_id"], "output": "ok"}]}  # fmt: skip
     response, events = await stream(client, replay)
     assert response.status_code == 200, response.text
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "The file is written."
@@ -131,7 +133,9 @@ async def test_thinking_signature_survives_a_stateless_round_trip(make_app: AppF
 
 
 @pytest.mark.parametrize(("status", "kind"), [(529, "overloaded_error"), (429, "rate_limit_error"), (500, "api_error")])
-async def test_overload_and_rate_limits_fail_over(make_app: AppFactory, client_for, status: int, kind: str) -> None:
+async def test_overload_and_rate_limits_fail_over(
+    make_app: AppFactory, client_for: ClientFor, status: int, kind: str
+) -> None:
     busy = FakeClaudeUpstream(
         script=lambda body: (status, {"type": "error", "error": {"type": kind, "message": "busy"}})
     )
@@ -146,7 +150,7 @@ async def test_overload_and_rate_limits_fail_over(make_app: AppFactory, client_f
     assert events[-1]["type"] == "response.completed"
 
 
-async def test_in_stream_overload_before_content_fails_over(make_app: AppFactory, client_for) -> None:
+async def test_in_stream_overload_before_content_fails_over(make_app: AppFactory, client_for: ClientFor) -> None:
     overloaded = Reply([{"type": "text", "text": "x"}], error={"type": "overloaded_error", "message": "Overloaded"})
     busy = FakeClaudeUpstream(script=lambda body: overloaded)
     spare = FakeClaudeUpstream()
@@ -158,7 +162,7 @@ async def test_in_stream_overload_before_content_fails_over(make_app: AppFactory
     assert events[-1]["type"] == "response.completed"
 
 
-async def test_in_stream_error_after_content_is_response_failed(make_app: AppFactory, client_for) -> None:
+async def test_in_stream_error_after_content_is_response_failed(make_app: AppFactory, client_for: ClientFor) -> None:
     late = Reply(
         [{"type": "text", "text": "partial"}, {"type": "text", "text": "more"}],
         error={"type": "overloaded_error", "message": "Overloaded"},
@@ -173,7 +177,7 @@ async def test_in_stream_error_after_content_is_response_failed(make_app: AppFac
     assert "Overloaded" in events[-1]["response"]["error"]["message"]
 
 
-async def test_cut_stream_after_content_is_failed(make_app: AppFactory, client_for) -> None:
+async def test_cut_stream_after_content_is_failed(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeClaudeUpstream(script=lambda body: Reply([{"type": "text", "text": "a long answer here"}]), cut_after=5)
     response, events = await stream(
         client_for(make_app([claude()], transport=transport(fake))), {"model": "m", "input": "hi"}
@@ -184,7 +188,7 @@ async def test_cut_stream_after_content_is_failed(make_app: AppFactory, client_f
 
 
 @pytest.mark.parametrize(("stop", "reason"), [("max_tokens", "max_output_tokens"), ("refusal", "content_filter")])
-async def test_incomplete_answers(make_app: AppFactory, client_for, stop: str, reason: str) -> None:
+async def test_incomplete_answers(make_app: AppFactory, client_for: ClientFor, stop: str, reason: str) -> None:
     fake = FakeClaudeUpstream(script=lambda body: Reply([{"type": "text", "text": "cut"}], stop_reason=stop))
     client = client_for(make_app([claude()], transport=transport(fake)))
     response, events = await stream(client, {"model": "m", "input": "hi", "max_output_tokens": 50})
@@ -194,7 +198,7 @@ async def test_incomplete_answers(make_app: AppFactory, client_for, stop: str, r
     assert fake.requests[0].body["max_tokens"] == 50
 
 
-async def test_non_streaming_answer(make_app: AppFactory, client_for) -> None:
+async def test_non_streaming_answer(make_app: AppFactory, client_for: ClientFor) -> None:
     reply = Reply(
         [{"type": "thinking", "thinking": "hm"}, {"type": "tool_use", "name": "exec_command", "input": {"cmd": "ls"}}],
         stop_reason="tool_use",
@@ -213,7 +217,7 @@ async def test_non_streaming_answer(make_app: AppFactory, client_for) -> None:
     assert data["usage"]["input_tokens"] == 80 and data["usage"]["input_tokens_details"]["cached_tokens"] == 30
 
 
-async def test_wrong_upstream_key_is_not_a_success(make_app: AppFactory, client_for) -> None:
+async def test_wrong_upstream_key_is_not_a_success(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeClaudeUpstream(keys=("another-key",))
     response = await client_for(make_app([claude()], transport=transport(fake))).post(
         "/responses", json={"model": "m", "input": "hi", "stream": True}
@@ -231,7 +235,7 @@ async def test_over_real_http_with_the_openai_sdk(make_app: AppFactory) -> None:
     )
     with serve(fake) as upstream_url:
         app = make_app([channel("c", service_type="claude", base_url=upstream_url)])
-        with serve(app, lifespan="off") as gateway:
+        with serve(app) as gateway:  # its lifespan closes the upstream client before the loop ends
             client = AsyncOpenAI(base_url=gateway, api_key=PROXY_KEY, max_retries=0)
             seen = []
             async with client.responses.stream(model="m", input="hi", reasoning={"effort": "low"}) as events:
@@ -245,7 +249,7 @@ async def test_over_real_http_with_the_openai_sdk(make_app: AppFactory) -> None:
     assert fake.requests[0].headers["x-api-key"] == UPSTREAM_KEY
 
 
-async def test_redacted_thinking_round_trips_through_the_gateway(make_app: AppFactory, client_for) -> None:
+async def test_redacted_thinking_round_trips_through_the_gateway(make_app: AppFactory, client_for: ClientFor) -> None:
     def script(body: dict[str, Any]) -> Reply:
         if body["messages"][-1]["content"][0]["type"] == "tool_result":
             return Reply([{"type": "text", "text": "ok"}])
@@ -271,7 +275,7 @@ async def test_redacted_thinking_round_trips_through_the_gateway(make_app: AppFa
     assert fake.requests[1].body["thinking"]["budget_tokens"] == 4096
 
 
-async def test_role_normalized_attempt_body_is_what_gets_converted(make_app: AppFactory, client_for) -> None:
+async def test_role_normalized_attempt_body_is_what_gets_converted(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeClaudeUpstream()
     client = client_for(make_app([claude(normalize_roles=True)], transport=transport(fake)))
     body = {

@@ -22,13 +22,14 @@ from ccx_asgi.convert.claude import REASONING_PREFIX as CLAUDE_REASONING_PREFIX
 from ccx_asgi.convert.reasoning_codec import encode_chat_reasoning
 from ccx_asgi.responses_api import INCLUDABLE
 from ccx_asgi.state import MemoryBlobStore, MemoryStore
-from ccx_asgi.store import ANCESTOR_WINDOW, RESPONSE_SHARE, ResponseStore, StoredResponse
+from ccx_asgi.store import ANCESTOR_WINDOW, RESPONSE_SHARE, ResponseStore, StoredResponse, client_owner
+from ccx_asgi.types import Receive, Scope, Send
 from tests.conftest import PROXY_KEY, AppFactory, channel
 from tests.fakes.chat_upstream import FakeChatUpstream
 from tests.fakes.stateful_responses_upstream import StatefulResponsesUpstream
+from tests.middleware.test_stateful import FailFrom
 from tests.servers import serve
 from tests.stateful_helpers import QUESTION, channel_for, chat_script, native_brain, routed, sdk, upstream_for
-from tests.test_stateful import FailFrom
 
 OTHER_KEY = "second-client-key"
 TOOLS: Any = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
@@ -365,7 +366,7 @@ class SplitSecret:
     def __init__(self, native: StatefulResponsesUpstream, key: str) -> None:
         self.native, self.key = native, key.encode()
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope.get("query_string") == b"stream=true":
             headers = [(b"content-type", b"text/event-stream")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -401,9 +402,9 @@ async def test_the_owner_is_computed_only_when_state_is_used(
     make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Any] = []
-    real = stateful.client_owner
+    real = client_owner
 
-    def counting(scope: Any, keys: Any) -> str:
+    def counting(scope: Scope, keys: Any) -> str:
         calls.append(scope)
         return real(scope, keys)
 
@@ -425,7 +426,7 @@ async def test_the_owner_is_computed_only_when_state_is_used(
 
 def test_the_single_record_limit_is_documented_as_the_code_applies_it() -> None:
     share = round(RESPONSE_SHARE * 100)
-    text = (Path(__file__).resolve().parents[1] / "docs" / "state.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "state.md").read_text()
     assert f"{share} %" in text
     store = ResponseStore(MemoryStore(), max_entries=10, max_bytes=100_000)
     assert store.max_record_bytes == int(100_000 * RESPONSE_SHARE)

@@ -20,6 +20,7 @@ from ccx_asgi.convert.claude import ClaudeModel, ClaudeOptions, to_request
 from ccx_asgi.errors import InvalidRequestError
 from tests.conftest import AppFactory, channel
 from tests.fakes.claude_upstream import FakeClaudeUpstream, Rejected, Reply, check_request
+from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events, validate_response
 
 EXEC = {
@@ -177,7 +178,7 @@ def _claude(**fields: Any) -> dict[str, Any]:
 
 
 async def test_opus_4_7_tool_loop_with_adaptive_thinking_round_trips_the_signature(
-    make_app: AppFactory, client_for
+    make_app: AppFactory, client_for: ClientFor
 ) -> None:
     def script(body: dict[str, Any]) -> Reply:
         last = body["messages"][-1]["content"][0]
@@ -221,7 +222,9 @@ async def test_opus_4_7_tool_loop_with_adaptive_thinking_round_trips_the_signatu
     assert all(b["thinking"] == {"type": "adaptive"} and b["output_config"] == {"effort": "high"} for b in sent)
 
 
-async def test_structured_output_through_the_app_and_json_object_is_a_400(make_app: AppFactory, client_for) -> None:
+async def test_structured_output_through_the_app_and_json_object_is_a_400(
+    make_app: AppFactory, client_for: ClientFor
+) -> None:
     fake = FakeClaudeUpstream(script=lambda body: Reply([{"type": "text", "text": '{"answer": "42"}'}]))
     app = make_app([_claude(model_map={"gpt-5": "claude-sonnet-4-5"})], transport=httpx.ASGITransport(app=fake))
     client = client_for(app)

@@ -8,14 +8,15 @@ from typing import Any
 import pytest
 
 from ccx_asgi.convert.claude import to_request
+from tests.channels.test_claude_channel import claude, stream, transport
 from tests.conftest import AppFactory
+from tests.convert.test_chat_fidelity import ALLOWED, PDF, TOOLS, user, warning_history
 from tests.fakes.claude_upstream import FakeClaudeUpstream, Reply, check_request
-from tests.test_chat_fidelity import ALLOWED, PDF, TOOLS, user, warning_history
-from tests.test_claude_channel import claude, stream, transport
+from tests.fixture_types import ClientFor
 
 
 async def test_an_output_after_a_message_is_the_tool_result_of_the_next_user_turn(
-    make_app: AppFactory, client_for
+    make_app: AppFactory, client_for: ClientFor
 ) -> None:
     fake = FakeClaudeUpstream()
     app = make_app([claude()], transport=transport(fake))
@@ -30,7 +31,7 @@ async def test_an_output_after_a_message_is_the_tool_result_of_the_next_user_tur
     assert warning["text"].startswith("Warning: apply_patch")
 
 
-async def test_pdfs_are_document_blocks_with_their_filename(make_app: AppFactory, client_for) -> None:
+async def test_pdfs_are_document_blocks_with_their_filename(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeClaudeUpstream()
     app = make_app([claude()], transport=transport(fake))
     item = user({"type": "input_file", "filename": "spec.pdf", "file_data": PDF})
@@ -52,7 +53,7 @@ async def test_pdfs_are_document_blocks_with_their_filename(make_app: AppFactory
     ids=["file_id", "image file_id", "audio", "bmp image"],
 )
 async def test_parts_claude_cannot_take_are_a_400_naming_them(
-    part: dict[str, Any], words: str, make_app: AppFactory, client_for
+    part: dict[str, Any], words: str, make_app: AppFactory, client_for: ClientFor
 ) -> None:
     fake = FakeClaudeUpstream()
     app = make_app([claude()], transport=transport(fake))
@@ -63,7 +64,7 @@ async def test_parts_claude_cannot_take_are_a_400_naming_them(
     assert not fake.requests
 
 
-async def test_allowed_tools_sends_only_the_allowed_tools(make_app: AppFactory, client_for) -> None:
+async def test_allowed_tools_sends_only_the_allowed_tools(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeClaudeUpstream(script=lambda body: Reply([{"type": "tool_use", "name": "read_file", "input": {}}]))
     app = make_app([claude()], transport=transport(fake))
     response, events = await stream(

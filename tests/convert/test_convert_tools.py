@@ -14,7 +14,8 @@ CODEX = CODEX_FIXTURES
 
 
 def _load(name: str) -> dict[str, Any]:
-    return json.loads((CODEX / name).read_text())
+    body: dict[str, Any] = json.loads((CODEX / name).read_text())
+    return body
 
 
 def test_codex_tools_flatten_and_restore() -> None:

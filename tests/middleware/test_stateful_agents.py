@@ -10,6 +10,7 @@ import orjson
 import pytest
 from agents import Agent, OpenAIResponsesModel, RunConfig, Runner, function_tool
 
+from ccx_asgi.types import Receive, Scope, Send
 from tests.conftest import AppFactory
 from tests.stateful_helpers import channel_for, routed, sdk, upstream_for
 
@@ -23,7 +24,7 @@ class Recorder:
         self.app = app
         self.bodies: list[dict[str, Any]] = []
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = b""
 
         async def recorded() -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import respx
 from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.sse import encode_event
 from tests.conftest import PROXY_KEY, UPSTREAM_KEY, AppFactory, channel
+from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events, validate_response
 
 URL = "https://upstream.test/v1/responses"
@@ -33,12 +35,12 @@ def _text_stream(model: str = "m", text: str = "hello") -> ResponseStream:
 
 
 @pytest.fixture
-def upstream() -> respx.MockRouter:
+def upstream() -> Iterator[respx.MockRouter]:
     with respx.mock(assert_all_called=False) as router:
         yield router
 
 
-async def test_header_hygiene(make_app: AppFactory, client_for, upstream: respx.MockRouter) -> None:
+async def test_header_hygiene(make_app: AppFactory, client_for: ClientFor, upstream: respx.MockRouter) -> None:
     route = upstream.post(URL).mock(return_value=httpx.Response(200, json=_text_stream().response()))
     app = make_app([channel(headers={"x-tenant": "acme"})])
     client = client_for(app)
@@ -80,7 +82,9 @@ async def test_header_hygiene(make_app: AppFactory, client_for, upstream: respx.
     assert UPSTREAM_KEY not in response.text + str(response.headers)
 
 
-async def test_body_forwarded_with_mapped_model(make_app: AppFactory, client_for, upstream: respx.MockRouter) -> None:
+async def test_body_forwarded_with_mapped_model(
+    make_app: AppFactory, client_for: ClientFor, upstream: respx.MockRouter
+) -> None:
     route = upstream.post(URL).mock(return_value=httpx.Response(200, json=_text_stream().response()))
     client = client_for(make_app([channel(model_map={"gpt": "deepseek-chat", "gpt-5.5-mini": "small"})]))
     body = {"model": "gpt-5.5", "input": [{"type": "message", "role": "user", "content": "hi"}], "store": False,
@@ -92,7 +96,7 @@ async def test_body_forwarded_with_mapped_model(make_app: AppFactory, client_for
     assert forwarded == {**body, "model": "deepseek-chat"}
 
 
-async def test_streaming_passthrough(make_app: AppFactory, client_for, upstream: respx.MockRouter) -> None:
+async def test_streaming_passthrough(make_app: AppFactory, client_for: ClientFor, upstream: respx.MockRouter) -> None:
     upstream.post(URL).mock(
         return_value=httpx.Response(200, content=_sse(_text_stream()), headers={"content-type": "text/event-stream"})
     )
@@ -106,7 +110,7 @@ async def test_streaming_passthrough(make_app: AppFactory, client_for, upstream:
 
 
 async def test_cut_stream_after_content_ends_failed(
-    make_app: AppFactory, client_for, upstream: respx.MockRouter
+    make_app: AppFactory, client_for: ClientFor, upstream: respx.MockRouter
 ) -> None:
     stream = _text_stream()
     upstream.post(URL).mock(
@@ -125,7 +129,7 @@ async def test_cut_stream_after_content_ends_failed(
 
 
 async def test_stream_cut_before_content_is_an_error_not_a_success(
-    make_app: AppFactory, client_for, upstream: respx.MockRouter
+    make_app: AppFactory, client_for: ClientFor, upstream: respx.MockRouter
 ) -> None:
     upstream.post(URL).mock(
         return_value=httpx.Response(
@@ -139,7 +143,7 @@ async def test_stream_cut_before_content_is_an_error_not_a_success(
 
 
 async def test_missing_sequence_numbers_are_filled(
-    make_app: AppFactory, client_for, upstream: respx.MockRouter
+    make_app: AppFactory, client_for: ClientFor, upstream: respx.MockRouter
 ) -> None:
     frames = b""
     for event in _text_stream().take():
@@ -169,7 +173,7 @@ async def test_missing_sequence_numbers_are_filled(
     ],
 )
 async def test_upstream_errors(
-    make_app: AppFactory, client_for, upstream: respx.MockRouter, status: int, body: dict[str, Any], client_status: int,
+    make_app: AppFactory, client_for: ClientFor, upstream: respx.MockRouter, status: int, body: dict[str, Any], client_status: int,
     fragment: str,
 ) -> None:  # fmt: skip
     upstream.post(URL).mock(return_value=httpx.Response(status, json=body))
@@ -183,7 +187,7 @@ async def test_upstream_errors(
 
 
 async def test_upstream_error_echoing_the_key_is_redacted(
-    make_app: AppFactory, client_for, upstream: respx.MockRouter
+    make_app: AppFactory, client_for: ClientFor, upstream: respx.MockRouter
 ) -> None:
     upstream.post(URL).mock(
         return_value=httpx.Response(
@@ -195,14 +199,16 @@ async def test_upstream_error_echoing_the_key_is_redacted(
     assert UPSTREAM_KEY not in response.text
 
 
-async def test_upstream_unreachable(make_app: AppFactory, client_for, upstream: respx.MockRouter) -> None:
+async def test_upstream_unreachable(make_app: AppFactory, client_for: ClientFor, upstream: respx.MockRouter) -> None:
     upstream.post(URL).mock(side_effect=httpx.ConnectError("refused"))
     response = await client_for(make_app()).post("/responses", json={"model": "m", "input": "hi"})
     assert response.status_code == 503
     assert "could not reach the upstream" in response.json()["error"]["message"]
 
 
-async def test_retry_after_is_passed_on(make_app: AppFactory, client_for, upstream: respx.MockRouter) -> None:
+async def test_retry_after_is_passed_on(
+    make_app: AppFactory, client_for: ClientFor, upstream: respx.MockRouter
+) -> None:
     upstream.post(URL).mock(
         return_value=httpx.Response(429, json={"error": {"message": "x"}}, headers={"retry-after": "7"})
     )
@@ -212,7 +218,7 @@ async def test_retry_after_is_passed_on(make_app: AppFactory, client_for, upstre
 
 
 async def test_unknown_event_before_content_does_not_fix_the_channel(
-    make_app: AppFactory, client_for, upstream: respx.MockRouter
+    make_app: AppFactory, client_for: ClientFor, upstream: respx.MockRouter
 ) -> None:
     """An event type the gateway does not know proves nothing: a failure after it still fails over."""
     broken = ResponseStream("m")

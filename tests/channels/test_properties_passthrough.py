@@ -116,7 +116,8 @@ async def test_unknown_upstream_events_are_forwarded_and_the_sdk_tolerates_them(
     upstream = HostileUpstream(plan=lambda body, headers: Plan(events=events))
     app = make_app([channel()], transport=httpx.ASGITransport(app=upstream))
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-    client = openai.AsyncOpenAI(api_key=PROXY_KEY, base_url="http://gw.test", http_client=http, max_retries=0)
+    # openai types http_client as an httpx2 client; it accepts an httpx one too (_httpx2.is_legacy_httpx_async_client)
+    client = openai.AsyncOpenAI(api_key=PROXY_KEY, base_url="http://gw.test", http_client=http, max_retries=0)  # type: ignore[arg-type]
     try:
         async with client.responses.stream(model="m", input="hi") as stream:
             seen = [event.type async for event in stream]

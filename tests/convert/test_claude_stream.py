@@ -7,7 +7,6 @@ exact event sequence, the final response object, and validate every event with t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,10 +20,11 @@ from ccx_asgi.convert.claude import (
 )
 from ccx_asgi.convert.tools import ToolCatalog
 from ccx_asgi.sse import SSEParser
+from tests.paths import FIXTURES as TEST_FIXTURES
 from tests.sdk import validate_events, validate_response
 
-FIXTURES = Path(__file__).parent / "fixtures" / "claude"
-_CODEX_TOOLS = Path(__file__).parent / "fixtures" / "claude" / "codex_tools.json"
+FIXTURES = TEST_FIXTURES / "claude"
+_CODEX_TOOLS = FIXTURES / "codex_tools.json"
 
 
 def codex_request() -> dict[str, Any]:

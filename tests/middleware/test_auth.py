@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from ccx_asgi import AuthMiddleware
 from tests.conftest import PROXY_KEY, AppFactory
+from tests.fixture_types import ClientFor
 
 DEMO = [{"name": "demo", "service_type": "demo"}]
 BODY = {"model": "m", "input": "hi"}
@@ -26,13 +27,13 @@ BODY = {"model": "m", "input": "hi"}
         {"authorization": "Bearer wrong", "x-api-key": PROXY_KEY},
     ],
 )
-async def test_accepted_headers(make_app: AppFactory, client_for, headers: dict[str, str]) -> None:
+async def test_accepted_headers(make_app: AppFactory, client_for: ClientFor, headers: dict[str, str]) -> None:
     client = client_for(make_app(DEMO), key=None)
     response = await client.post("/responses", json=BODY, headers=headers)
     assert response.status_code == 200, response.text
 
 
-async def test_extra_keys_are_accepted(make_app: AppFactory, client_for) -> None:
+async def test_extra_keys_are_accepted(make_app: AppFactory, client_for: ClientFor) -> None:
     client = client_for(make_app(DEMO, extra_proxy_access_keys="second,third"), key="third")
     assert (await client.post("/responses", json=BODY)).status_code == 200
 
@@ -46,7 +47,7 @@ async def test_extra_keys_are_accepted(make_app: AppFactory, client_for) -> None
         ({"authorization": "Basic dXNlcjpwYXNz"}, "Missing API key"),
     ],
 )
-async def test_refusals(make_app: AppFactory, client_for, headers: dict[str, str], says: str) -> None:
+async def test_refusals(make_app: AppFactory, client_for: ClientFor, headers: dict[str, str], says: str) -> None:
     client = client_for(make_app(DEMO), key=None)
     response = await client.post("/responses", json=BODY, headers=headers)
     assert response.status_code == 401
@@ -85,7 +86,9 @@ async def test_standalone_in_litestar() -> None:
     async def hello() -> str:
         return "hello"
 
-    app = Litestar(route_handlers=[hello], middleware=[DefineMiddleware(AuthMiddleware, keys=["s3"])])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    # Litestar wants middleware typed with its own ASGI TypedDicts; AuthMiddleware is a plain ASGI app
+    app = Litestar(route_handlers=[hello], middleware=[DefineMiddleware(AuthMiddleware, keys=["s3"])])  # type: ignore[arg-type]
+    # Litestar types its ASGI callable with its own TypedDict scopes and events, not httpx's mappings
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:  # type: ignore[arg-type]
         assert (await client.get("/")).status_code == 401
         assert (await client.get("/", headers={"authorization": "Bearer s3"})).text == "hello"

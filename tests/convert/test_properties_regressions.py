@@ -111,7 +111,7 @@ def test_claude_tool_use_without_a_name_is_dropped() -> None:
     # function_call item with an empty name, which no client can run.
     translator = ClaudeStreamTranslator("m", {}, catalog=ToolCatalog())
     events: list[dict[str, Any]] = []
-    for event in [
+    upstream: list[dict[str, Any]] = [
         {"type": "message_start", "message": {"usage": {"input_tokens": 1}}},
         {
             "type": "content_block_start",
@@ -124,7 +124,8 @@ def test_claude_tool_use_without_a_name_is_dropped() -> None:
         {"type": "content_block_stop", "index": 1},
         {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}},
         {"type": "message_stop"},
-    ]:
+    ]
+    for event in upstream:
         events += translator.feed(event)
     events += translator.finish()
     validate_events(events)

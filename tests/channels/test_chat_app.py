@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -14,9 +15,11 @@ from ccx_asgi.convert.chat import to_request
 from ccx_asgi.convert.roles import normalize_roles
 from ccx_asgi.middleware.role_normalizer import RoleNormalizerMiddleware
 from ccx_asgi.settings import ChannelConfig
+from ccx_asgi.types import Receive, Scope, Send
 from tests.conftest import PROXY_KEY, UPSTREAM_KEY, AppFactory, channel
 from tests.fakes.chat_upstream import FakeChatUpstream, Reply, chunk, error, text_reply, validate_chat_request
 from tests.fakes.responses_upstream import FakeResponsesUpstream
+from tests.fixture_types import ClientFor
 from tests.paths import CODEX_FIXTURES
 from tests.sdk import parse_sse, validate_events, validate_response
 
@@ -43,7 +46,7 @@ def codex_body(name: str) -> dict[str, Any]:
     return body
 
 
-async def test_codex_turn_through_a_chat_channel(make_app: AppFactory, client_for) -> None:
+async def test_codex_turn_through_a_chat_channel(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeChatUpstream()
     app = make_app([chat_channel(model_map={"fake": "deepseek-chat"})], transport=routed(chat=fake))
     body = codex_body("request-custom-slug-turn1.json")
@@ -70,7 +73,8 @@ async def test_openai_sdk_stream_and_create(make_app: AppFactory) -> None:
     fake = FakeChatUpstream(script=lambda body: text_reply("Hi there, friend.", reasoning="Greet them."))
     app = make_app([chat_channel()], transport=routed(chat=fake))
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-    client = openai.AsyncOpenAI(api_key=PROXY_KEY, base_url="http://gw.test", http_client=http, max_retries=0)
+    # openai types http_client as an httpx2 client; it accepts an httpx one too (_httpx2.is_legacy_httpx_async_client)
+    client = openai.AsyncOpenAI(api_key=PROXY_KEY, base_url="http://gw.test", http_client=http, max_retries=0)  # type: ignore[arg-type]
     try:
         async with client.responses.stream(model="gpt-x", input="hello", instructions="Be nice.") as stream:
             texts = [event.delta async for event in stream if event.type == "response.output_text.delta"]
@@ -91,7 +95,7 @@ async def test_openai_sdk_stream_and_create(make_app: AppFactory) -> None:
     assert "stream" not in second.body and "stream_options" not in second.body
 
 
-async def test_non_stream_json_answer(make_app: AppFactory, client_for) -> None:
+async def test_non_stream_json_answer(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeChatUpstream()
     app = make_app([chat_channel()], transport=routed(chat=fake))
     body = {**codex_body("request-gpt-5.5-turn2-tool-output.json"), "stream": False}
@@ -102,7 +106,9 @@ async def test_non_stream_json_answer(make_app: AppFactory, client_for) -> None:
     assert parsed.id.startswith("resp_")
 
 
-async def test_developer_role_rejected_upstream_reaches_the_client_as_400(make_app: AppFactory, client_for) -> None:
+async def test_developer_role_rejected_upstream_reaches_the_client_as_400(
+    make_app: AppFactory, client_for: ClientFor
+) -> None:
     fake = FakeChatUpstream(strict_roles=True)
     app = make_app([chat_channel()], transport=routed(chat=fake))
     response = await client_for(app).post("/responses", json=codex_body("request-gpt-5.5-turn1.json"))
@@ -112,7 +118,7 @@ async def test_developer_role_rejected_upstream_reaches_the_client_as_400(make_a
     assert len(fake.requests) == 1  # a validation error is not retried elsewhere
 
 
-async def test_normalize_roles_makes_the_strict_upstream_accept(make_app: AppFactory, client_for) -> None:
+async def test_normalize_roles_makes_the_strict_upstream_accept(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeChatUpstream(strict_roles=True)
     app = make_app([chat_channel(normalize_roles=True)], transport=routed(chat=fake))
     response = await client_for(app).post("/responses", json=codex_body("request-gpt-5.5-turn1.json"))
@@ -122,7 +128,7 @@ async def test_normalize_roles_makes_the_strict_upstream_accept(make_app: AppFac
     assert roles[:2] == ["system", "system"] and "developer" not in roles
 
 
-async def test_failover_only_normalises_the_channel_that_asks(make_app: AppFactory, client_for) -> None:
+async def test_failover_only_normalises_the_channel_that_asks(make_app: AppFactory, client_for: ClientFor) -> None:
     strict = FakeChatUpstream(strict_roles=True, script=lambda body: error(500, "boom", code=None))
     loose = FakeChatUpstream()
     app = make_app(
@@ -153,7 +159,7 @@ def test_role_rules_tool_call_id_becomes_a_tool_message() -> None:
     assert validate_chat_request(chat, strict_roles=True) is None
 
 
-async def test_role_normalizer_in_front_of_a_passthrough_channel(make_app: AppFactory, client_for) -> None:
+async def test_role_normalizer_in_front_of_a_passthrough_channel(make_app: AppFactory, client_for: ClientFor) -> None:
     upstream = FakeResponsesUpstream(keys=(UPSTREAM_KEY,))
     app = make_app([channel(normalize_roles=True)], transport=httpx.ASGITransport(app=upstream))
     response = await client_for(app).post("/responses", json=codex_body("request-gpt-5.5-turn1.json"))
@@ -163,13 +169,13 @@ async def test_role_normalizer_in_front_of_a_passthrough_channel(make_app: AppFa
 
 
 async def test_role_normalizer_composes_as_plain_asgi() -> None:
-    seen: list[dict[str, Any]] = []
+    seen: list[Mapping[str, Any]] = []
 
-    async def inner(scope: Any, receive: Any, send: Any) -> None:
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
         seen.append(scope[SCOPE_KEY].attempt.body if SCOPE_KEY in scope else scope)
 
     config = ChannelConfig.model_validate(channel())
-    original = {"model": "m", "input": [{"role": "developer", "content": "x"}]}
+    original: dict[str, Any] = {"model": "m", "input": [{"role": "developer", "content": "x"}]}
     ctx = RequestContext.from_body(original, request_id="r", headers=[])
     ctx.attempt = Attempt(config, "m", None, 0, original)
     app = RoleNormalizerMiddleware(inner, always=True)
@@ -184,7 +190,7 @@ def cut_reply(body: dict[str, Any]) -> Reply:
     return Reply([chunk({"role": "assistant", "content": ""})], done=False)
 
 
-async def test_stream_cut_before_content_fails_over(make_app: AppFactory, client_for) -> None:
+async def test_stream_cut_before_content_fails_over(make_app: AppFactory, client_for: ClientFor) -> None:
     cut, good = FakeChatUpstream(script=cut_reply), FakeChatUpstream(script=lambda b: text_reply("ok"))
     app = make_app([chat_channel("cut"), chat_channel("good")], transport=routed(cut=cut, good=good))
     response = await client_for(app).post("/responses", json={"model": "m", "input": "hi", "stream": True})
@@ -195,7 +201,7 @@ async def test_stream_cut_before_content_fails_over(make_app: AppFactory, client
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "ok"
 
 
-async def test_stream_cut_after_content_is_failed_not_completed(make_app: AppFactory, client_for) -> None:
+async def test_stream_cut_after_content_is_failed_not_completed(make_app: AppFactory, client_for: ClientFor) -> None:
     def script(body: dict[str, Any]) -> Reply:
         return Reply([chunk({"content": "half an ans"})], done=False)
 
@@ -208,7 +214,7 @@ async def test_stream_cut_after_content_is_failed_not_completed(make_app: AppFac
     assert any(e["type"] == "response.output_text.delta" for e in events)
 
 
-async def test_length_limit_and_max_tokens_field(make_app: AppFactory, client_for) -> None:
+async def test_length_limit_and_max_tokens_field(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeChatUpstream(
         max_tokens_field="max_completion_tokens", script=lambda b: text_reply("cut sh", finish="length")
     )
@@ -227,7 +233,7 @@ async def test_length_limit_and_max_tokens_field(make_app: AppFactory, client_fo
     assert "max_completion_tokens" in rejected.json()["error"]["message"]
 
 
-async def test_bad_upstream_key_is_not_shown_and_fails_over(make_app: AppFactory, client_for) -> None:
+async def test_bad_upstream_key_is_not_shown_and_fails_over(make_app: AppFactory, client_for: ClientFor) -> None:
     fake = FakeChatUpstream(keys=("the-real-key",))
     app = make_app([chat_channel(api_keys=["wrong-key", "the-real-key"])], transport=routed(chat=fake))
     response = await client_for(app).post("/responses", json={"model": "m", "input": "ping", "stream": True})
@@ -236,8 +242,10 @@ async def test_bad_upstream_key_is_not_shown_and_fails_over(make_app: AppFactory
 
 
 @pytest.mark.parametrize("garbage", [[1, 2], {"choices": []}, {"error": {"message": "nope"}}])
-async def test_unreadable_json_answer_is_an_upstream_error(make_app: AppFactory, client_for, garbage: Any) -> None:
-    async def upstream(scope: Any, receive: Any, send: Any) -> None:
+async def test_unreadable_json_answer_is_an_upstream_error(
+    make_app: AppFactory, client_for: ClientFor, garbage: Any
+) -> None:
+    async def upstream(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": json.dumps(garbage).encode()})

@@ -215,7 +215,7 @@ def test_claude_mangled_events_give_a_valid_stream(sent: list[Wire]) -> None:
 
 def _summary(output: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """Items without their generated ids, in a stable order (parallel calls may start in any order)."""
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for item in output:
         if item["type"] == "message":
             rows.append(("message", item["content"][0]["text"], item["status"]))

@@ -3,6 +3,7 @@ yields a stream the openai SDK accepts, and the parser is indifferent to how byt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -31,12 +32,13 @@ def test_any_legal_operation_sequence_makes_a_valid_stream(ops: list[tuple[Any, 
             sent[op[1]] = sent.get(op[1], "") + op[2]
     if events[-1]["type"] != "response.failed":
         for index, item in enumerate(final["output"]):
-            body = {
+            readers: dict[str, Callable[[dict[str, Any]], str]] = {
                 "message": lambda i: i["content"][0]["text"],
                 "reasoning": lambda i: i["summary"][0]["text"] if i["summary"] else "",
                 "function_call": lambda i: i["arguments"],
                 "custom_tool_call": lambda i: i["input"],
-            }[item["type"]](item)
+            }
+            body = readers[item["type"]](item)
             assert body == sent.get(index, "")
     else:
         # A failed response carries only the items that were finished before the failure.

@@ -21,6 +21,7 @@ from tests.fakes.scripted_upstream import (
     raises,
     status,
 )
+from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events, validate_response
 
 BODY = {"model": "gpt-5", "input": "hi", "stream": True}
@@ -70,7 +71,7 @@ TRIGGERS: dict[str, Behaviour] = {
 
 @pytest.mark.parametrize("behaviour", TRIGGERS.values(), ids=TRIGGERS.keys())
 async def test_failover_trigger_moves_to_the_next_channel(
-    behaviour: Behaviour, make_app: AppFactory, client_for
+    behaviour: Behaviour, make_app: AppFactory, client_for: ClientFor
 ) -> None:
     upstream = Scripted()
     upstream.script("a.test", behaviour)
@@ -90,7 +91,7 @@ async def test_failover_trigger_moves_to_the_next_channel(
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
-async def test_failover_works_for_json_requests_too(stream: bool, make_app: AppFactory, client_for) -> None:
+async def test_failover_works_for_json_requests_too(stream: bool, make_app: AppFactory, client_for: ClientFor) -> None:
     upstream = Scripted()
     upstream.script("a.test", status(500))
     upstream.script("b.test", ok("hello"))
@@ -116,7 +117,7 @@ NON_TRIGGERS: dict[str, tuple[Behaviour, int, str]] = {
 
 @pytest.mark.parametrize(("behaviour", "code", "text"), NON_TRIGGERS.values(), ids=NON_TRIGGERS.keys())
 async def test_client_errors_are_returned_without_trying_elsewhere(
-    behaviour: Behaviour, code: int, text: str, make_app: AppFactory, client_for
+    behaviour: Behaviour, code: int, text: str, make_app: AppFactory, client_for: ClientFor
 ) -> None:
     upstream = Scripted()
     upstream.script("a.test", behaviour)
@@ -128,7 +129,7 @@ async def test_client_errors_are_returned_without_trying_elsewhere(
     assert upstream.hosts() == ["a.test"]  # neither the second key nor channel b
 
 
-async def test_final_in_stream_failure_is_passed_through_unchanged(make_app: AppFactory, client_for) -> None:
+async def test_final_in_stream_failure_is_passed_through_unchanged(make_app: AppFactory, client_for: ClientFor) -> None:
     upstream = Scripted()
     upstream.script("a.test", events(failed("invalid_prompt", "flagged by the safety system")))
     upstream.script("b.test", ok())
@@ -148,7 +149,7 @@ async def test_final_in_stream_failure_is_passed_through_unchanged(make_app: App
     ids=["dropped", "ended", "stalled"],
 )
 async def test_stream_with_content_is_never_replayed_elsewhere(
-    behaviour: Behaviour, make_app: AppFactory, client_for
+    behaviour: Behaviour, make_app: AppFactory, client_for: ClientFor
 ) -> None:
     upstream = Scripted()
     upstream.script("a.test", behaviour)
@@ -164,7 +165,9 @@ async def test_stream_with_content_is_never_replayed_elsewhere(
     assert not any(e["type"] == "response.completed" for e in stream)
 
 
-async def test_keys_rotate_within_a_channel_before_the_next_channel(make_app: AppFactory, client_for) -> None:
+async def test_keys_rotate_within_a_channel_before_the_next_channel(
+    make_app: AppFactory, client_for: ClientFor
+) -> None:
     upstream = Scripted()
     upstream.script("a.test", status(500), status(429), ok("third key"))
     upstream.script("b.test", ok())
@@ -180,7 +183,7 @@ async def test_keys_rotate_within_a_channel_before_the_next_channel(make_app: Ap
     assert response.headers["x-ccx-attempts"] == "3"
 
 
-async def test_rejected_key_is_parked_and_skipped_next_time(make_app: AppFactory, client_for) -> None:
+async def test_rejected_key_is_parked_and_skipped_next_time(make_app: AppFactory, client_for: ClientFor) -> None:
     upstream = Scripted()  # 'revoked' is not an accepted key: the fake answers 401
     upstream.script("a.test", ok())
     client = client_for(make_app([chan("a", keys=["revoked", "key-1"])], transport=upstream))
@@ -191,7 +194,9 @@ async def test_rejected_key_is_parked_and_skipped_next_time(make_app: AppFactory
     assert second.headers["x-ccx-attempts"] == "1"
 
 
-async def test_all_failed_is_a_503_listing_each_attempt_without_secrets(make_app: AppFactory, client_for) -> None:
+async def test_all_failed_is_a_503_listing_each_attempt_without_secrets(
+    make_app: AppFactory, client_for: ClientFor
+) -> None:
     upstream = Scripted()
     # The upstream echoes the key back, as some do; it must not reach the client.
     upstream.script("a.test", status(500, "internal error for key key-1"))
@@ -216,7 +221,7 @@ async def test_all_failed_is_a_503_listing_each_attempt_without_secrets(make_app
         assert secret not in response.text
 
 
-async def test_mapped_model_is_sent_upstream(make_app: AppFactory, client_for) -> None:
+async def test_mapped_model_is_sent_upstream(make_app: AppFactory, client_for: ClientFor) -> None:
     upstream = Scripted()
     upstream.script("a.test", status(503))
     upstream.script("b.test", ok())

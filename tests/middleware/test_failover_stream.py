@@ -11,6 +11,7 @@ import httpx
 from ccx_asgi import ChannelConfig, create_app, load_settings
 from ccx_asgi.convert.events import ResponseStream, usage_dict
 from ccx_asgi.sse import encode_event
+from ccx_asgi.types import Receive, Scope, Send
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.scripted_upstream import (
     Scripted,
@@ -22,6 +23,7 @@ from tests.fakes.scripted_upstream import (
     prelude,
     status,
 )
+from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events
 from tests.servers import serve
 
@@ -32,7 +34,7 @@ def _text(stream: list[dict[str, Any]]) -> str:
     return "".join(e["delta"] for e in stream if e["type"] == "response.output_text.delta")
 
 
-async def test_slow_upstream_gets_json_keepalives_before_content(make_app: AppFactory, client_for) -> None:
+async def test_slow_upstream_gets_json_keepalives_before_content(make_app: AppFactory, client_for: ClientFor) -> None:
     upstream = Scripted()
     upstream.script("a.test", events(lambda m: answer_events(m, "slow but complete"), delay=0.08))
     client = client_for(make_app([chan("a")], transport=upstream, keepalive_interval=0.02))
@@ -51,7 +53,9 @@ async def test_slow_upstream_gets_json_keepalives_before_content(make_app: AppFa
     assert [e["type"] for e in stream].count("response.created") == 1
 
 
-async def test_keepalives_flow_while_the_upstream_has_not_even_answered(make_app: AppFactory, client_for) -> None:
+async def test_keepalives_flow_while_the_upstream_has_not_even_answered(
+    make_app: AppFactory, client_for: ClientFor
+) -> None:
     upstream = Scripted()
     upstream.script("a.test", after(0.12, ok("late")))
     client = client_for(make_app([chan("a")], transport=upstream, keepalive_interval=0.03))
@@ -63,7 +67,7 @@ async def test_keepalives_flow_while_the_upstream_has_not_even_answered(make_app
     assert stream[-1]["type"] == "response.completed"
 
 
-async def test_keepalives_also_flow_between_content_events(make_app: AppFactory, client_for) -> None:
+async def test_keepalives_also_flow_between_content_events(make_app: AppFactory, client_for: ClientFor) -> None:
     def slow_middle(model: str) -> list[dict[str, Any]]:
         return answer_events(model, "a b c d")
 
@@ -77,7 +81,9 @@ async def test_keepalives_also_flow_between_content_events(make_app: AppFactory,
     assert any(e["type"] == "response.in_progress" for e in stream[first_delta:])
 
 
-async def test_failover_still_works_after_a_keepalive_started_the_stream(make_app: AppFactory, client_for) -> None:
+async def test_failover_still_works_after_a_keepalive_started_the_stream(
+    make_app: AppFactory, client_for: ClientFor
+) -> None:
     upstream = Scripted()
     upstream.script("a.test", events(prelude, delay=0.1, fail=httpx.ReadTimeout("idle")))
     upstream.script("b.test", events(lambda m: answer_events(m, "rescued by b"), delay=0.01))
@@ -93,7 +99,9 @@ async def test_failover_still_works_after_a_keepalive_started_the_stream(make_ap
     assert [e["sequence_number"] for e in stream] == list(range(len(stream)))
 
 
-async def test_all_failed_after_a_keepalive_ends_with_response_failed(make_app: AppFactory, client_for) -> None:
+async def test_all_failed_after_a_keepalive_ends_with_response_failed(
+    make_app: AppFactory, client_for: ClientFor
+) -> None:
     upstream = Scripted()
     upstream.script("a.test", events(prelude, delay=0.06, fail=httpx.ReadError("reset")))
     upstream.script("b.test", status(500, "down"))
@@ -110,7 +118,9 @@ async def test_all_failed_after_a_keepalive_ends_with_response_failed(make_app: 
     assert "b (key #1): upstream returned HTTP 500: down" in message
 
 
-async def test_rate_limited_after_a_keepalive_tells_codex_when_to_retry(make_app: AppFactory, client_for) -> None:
+async def test_rate_limited_after_a_keepalive_tells_codex_when_to_retry(
+    make_app: AppFactory, client_for: ClientFor
+) -> None:
     upstream = Scripted()
     upstream.script("a.test", events(prelude, delay=0.06, fail=httpx.ReadError("reset")))
     upstream.script("b.test", status(429, "slow down", retry_after="12"))
@@ -122,7 +132,7 @@ async def test_rate_limited_after_a_keepalive_tells_codex_when_to_retry(make_app
     assert error["message"].endswith("Please try again in 12s.")
 
 
-async def test_client_error_after_a_keepalive_is_a_failed_event(make_app: AppFactory, client_for) -> None:
+async def test_client_error_after_a_keepalive_is_a_failed_event(make_app: AppFactory, client_for: ClientFor) -> None:
     upstream = Scripted()
     upstream.script("a.test", events(prelude, delay=0.06, fail=httpx.ReadError("reset")))
     upstream.script("b.test", status(400, "Invalid 'input'"))
@@ -134,7 +144,7 @@ async def test_client_error_after_a_keepalive_is_a_failed_event(make_app: AppFac
     assert upstream.hosts() == ["a.test", "b.test"]
 
 
-async def test_no_keepalive_when_disabled_or_fast(make_app: AppFactory, client_for) -> None:
+async def test_no_keepalive_when_disabled_or_fast(make_app: AppFactory, client_for: ClientFor) -> None:
     upstream = Scripted()
     upstream.script("a.test", ok("quick"))
     client = client_for(make_app([chan("a")], transport=upstream, keepalive_interval=5))
@@ -153,7 +163,7 @@ class _EndlessUpstream:
         self.disconnected_at: float | None = None
         self.finished = asyncio.Event()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         while (await receive()).get("more_body"):

@@ -13,9 +13,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.responses import ResponseInputMessageItem, ResponseInputText, ResponseItem
 from openai.types.responses.response_item_list import ResponseItemList
 
 from ccx_asgi.convert.reasoning_codec import CHAT_REASONING_PREFIX, decode_chat_reasoning
+from ccx_asgi.types import Receive, Scope, Send
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.stateful_responses_upstream import StatefulResponsesUpstream
 from tests.sdk import parse_sse, validate_events, validate_response
@@ -130,6 +132,7 @@ async def test_another_client_key_sees_nothing(make_app: AppFactory, kind: str) 
         assert len(fake.requests) == sent  # nothing was sent upstream on the other key's behalf
         if kind != "responses":
             item_id = first.output[-1].id
+            assert item_id is not None
             with pytest.raises(openai.NotFoundError) as missing:
                 await other.responses.create(model="gpt-x", input=[{"type": "item_reference", "id": item_id}])
             assert item_id in missing.value.message
@@ -240,6 +243,7 @@ async def test_item_references_resolve_on_a_chat_channel(make_app: AppFactory) -
         first = await client.responses.create(model="gpt-x", input="Weather in Paris?", tools=tools)
         reasoning, call = first.output
         assert reasoning.type == "reasoning" and call.type == "function_call"
+        assert call.id is not None
         second = await client.responses.create(
             model="gpt-x",
             tools=tools,
@@ -272,6 +276,7 @@ async def test_chat_reasoning_round_trips_without_the_store(make_app: AppFactory
         first = await create(client, stream=stream, model="gpt-x", input="Weather?", tools=tools, store=False)
         reasoning, call = first.output
         assert reasoning.type == "reasoning" and call.type == "function_call"
+        assert call.id is not None
         assert reasoning.encrypted_content and reasoning.encrypted_content.startswith(CHAT_REASONING_PREFIX)
         assert decode_chat_reasoning(reasoning.encrypted_content) == "I need the weather tool."
         replayed = {
@@ -337,6 +342,14 @@ async def test_unsupported_fields_go_to_a_native_candidate(make_app: AppFactory)
     assert chat.requests == [] and native.requests[-1].body["conversation"] == "conv_1"
 
 
+def _first_text(item: ResponseItem) -> str:
+    """The text of an input message item's first part."""
+    assert isinstance(item, ResponseInputMessageItem)
+    part = item.content[0]
+    assert isinstance(part, ResponseInputText)
+    return part.text
+
+
 async def test_input_items_pagination(make_app: AppFactory) -> None:
     app, _ = build(make_app, "chat")
     client = sdk(app)
@@ -344,10 +357,10 @@ async def test_input_items_pagination(make_app: AppFactory) -> None:
         turns: Any = [{"role": "user", "content": f"line {n}"} for n in range(5)]
         made = await client.responses.create(model="gpt-x", input=turns)
         page = await client.responses.input_items.list(made.id, limit=2, order="asc")
-        assert [i.content[0].text for i in page.data] == ["line 0", "line 1"]  # type: ignore[union-attr]
+        assert [_first_text(i) for i in page.data] == ["line 0", "line 1"]
         assert page.has_more
         rest = await client.responses.input_items.list(made.id, limit=10, order="asc", after=page.data[-1].id)
-        assert [i.content[0].text for i in rest.data] == ["line 2", "line 3", "line 4"]  # type: ignore[union-attr]
+        assert [_first_text(i) for i in rest.data] == ["line 2", "line 3", "line 4"]
         assert not rest.has_more
         every = [i.id async for i in client.responses.input_items.list(made.id, limit=2)]
         assert len(every) == 5 and len(set(every)) == 5  # auto-paging, newest first, stable ids
@@ -365,7 +378,7 @@ class FailOnce:
         self.app = app
         self.failed = False
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and not self.failed:
             self.failed = True
             body = b'{"error": {"message": "overloaded", "type": "server_error"}}'
@@ -468,7 +481,7 @@ class SlowFailure:
     def __init__(self, delay: float) -> None:
         self.delay = delay
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         await asyncio.sleep(self.delay)
@@ -508,7 +521,7 @@ class FailFrom:
     def __init__(self, app: Any, n: int) -> None:
         self.app, self.n, self.seen = app, n, 0
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             self.seen += 1
             if self.seen >= self.n:
@@ -550,11 +563,13 @@ async def test_native_items_are_referenced_through_to_the_upstream(make_app: App
     client = sdk(app)
     try:
         first = await client.responses.create(model="gpt-x", input="My secret word is OKRA.")
+        message_id = first.output[0].id
+        assert message_id is not None
         follow = await client.responses.create(
             model="gpt-x",
             input=[
                 {"role": "user", "content": "My secret word is OKRA."},
-                {"type": "item_reference", "id": first.output[0].id},
+                {"type": "item_reference", "id": message_id},
                 {"role": "user", "content": QUESTION},
             ],
         )
@@ -703,6 +718,7 @@ async def test_item_references_keep_claude_thinking(make_app: AppFactory) -> Non
         first = await client.responses.create(model="gpt-x", input="Weather?", tools=tools, reasoning={"effort": "low"})
         reasoning, call = first.output
         assert reasoning.type == "reasoning" and call.type == "function_call"
+        assert call.id is not None
         second = await client.responses.create(
             model="gpt-x",
             tools=tools,

@@ -7,7 +7,6 @@ real SSE parser and the translator, and every produced event is validated with t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,10 +15,10 @@ import pytest
 from ccx_asgi.convert.chat import ChatStreamTranslator, to_response
 from ccx_asgi.sse import SSEParser
 from tests.fakes.chat_upstream import PATCH, chunk, completion_from_chunks, tool_reply
-from tests.paths import CODEX_FIXTURES
+from tests.paths import CODEX_FIXTURES, FIXTURES
 from tests.sdk import parse_sse, validate_events, validate_response
 
-STREAMS = Path(__file__).parent / "fixtures" / "chat_streams"
+STREAMS = FIXTURES / "chat_streams"
 CODEX = CODEX_FIXTURES
 # Codex's real request: exec_command, view_image, custom apply_patch, the multi_agent_v1 namespace.
 REQUEST: dict[str, Any] = json.loads((CODEX / "request-custom-slug-turn1.json").read_text())
@@ -193,7 +192,10 @@ def test_non_streaming_conversion_matches_the_stream(name: str) -> None:
     response = to_response(completion, model="client-model", request=REQUEST)
     validate_response(response)
     streamed = replay(name)[-1]["response"]
-    strip = lambda items: [{k: v for k, v in i.items() if k != "id"} for i in items]  # noqa: E731
+
+    def strip(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in i.items() if k != "id"} for i in items]
+
     assert strip(response["output"]) == strip(streamed["output"])
     assert response["status"] == streamed["status"]
     assert response["usage"] == streamed["usage"]

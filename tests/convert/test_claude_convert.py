@@ -20,7 +20,7 @@ from ccx_asgi.convert.effort import DEFAULT_THINKING_BUDGETS
 from ccx_asgi.errors import InvalidRequestError
 from ccx_asgi.settings import ChannelConfig
 from tests.fakes.claude_upstream import Rejected, check_request, sign
-from tests.paths import codex_bodies
+from tests.paths import FIXTURES, codex_bodies
 
 RECORDED = codex_bodies()
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -201,7 +201,7 @@ def test_images_as_base64_and_url_sources() -> None:
 def test_parallel_calls_custom_namespace_and_image_outputs() -> None:
     body = {
         "model": "m",
-        "tools": json.loads((Path(__file__).parent / "fixtures/claude/codex_tools.json").read_text()),
+        "tools": json.loads((FIXTURES / "claude" / "codex_tools.json").read_text()),
         "input": [
             {"type": "message", "role": "user", "content": "do three things"},
             {"type": "function_call", "call_id": "call:1", "name": "exec_command", "arguments": '{"cmd":"ls"}'},
@@ -311,7 +311,11 @@ def test_only_known_fields_are_sent() -> None:
 
 def test_the_fake_rejects_what_claude_rejects() -> None:
     """The strict fake is only useful if it really refuses bad requests."""
-    good = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]}
+    good: dict[str, Any] = {
+        "model": "m",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}],
+    }
     check_request(good)
     bad = [
         {**good, "input": "x"},

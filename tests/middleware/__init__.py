@@ -1,0 +1,1 @@
+"""Tests of ccx_asgi.middleware."""
