@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -21,7 +21,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any, *, port: int | None = None, lifespan: str = "auto", loop: str = "auto") -> Iterator[str]:
+def serve(
+    app: Any, *, port: int | None = None, lifespan: Literal["auto", "on", "off"] = "auto", loop: str = "auto"
+) -> Iterator[str]:
     """Serve ``app`` with uvicorn in a background thread; yield its base URL ``http://127.0.0.1:PORT``.
 
     ``loop="auto"`` runs it on uvloop when installed, as ``uvicorn.run`` and the standalone server

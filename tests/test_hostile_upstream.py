@@ -74,7 +74,7 @@ async def ask(client: httpx.AsyncClient, stream: bool, text: str = "hi") -> tupl
 def failed_stream(response: httpx.Response) -> bool:
     events = parse_sse(response.content)
     validate_events(events)
-    return events[-1]["type"] == "response.failed"
+    return bool(events[-1]["type"] == "response.failed")
 
 
 # --- scripts -------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from ccx_asgi.convert.events import ResponseStream
 from ccx_asgi.errors import RETRY_POLICY, RetryRule, UpstreamConnectError, UpstreamStatusError
 from ccx_asgi.upstream_errors import stream_failure, upstream_status_error
 from tests.conftest import AppFactory, channel
+from tests.fixture_types import ClientFor
 
 pytestmark = pytest.mark.usefixtures("upstream_via_httpx")
 
@@ -79,7 +80,9 @@ def _answer() -> dict[str, object]:
     return stream.response()
 
 
-async def test_failover_acts_on_the_table(make_app: AppFactory, client_for, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_failover_acts_on_the_table(
+    make_app: AppFactory, client_for: ClientFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = client_for(
         make_app([channel("a", base_url="https://a.test/v1", priority=1), channel("b", base_url="https://b.test/v1")])
     )

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from ccx_asgi import ChannelConfig, create_app, load_settings
 from ccx_asgi.convert.events import ResponseStream, usage_dict
@@ -117,7 +118,7 @@ def _gateway(upstream_url: str, client: str, *, loop: str = "auto", fake: Any = 
                 name="up",
                 service_type="responses",
                 base_url=upstream_url,
-                api_keys=[UPSTREAM_KEY],
+                api_keys=[SecretStr(UPSTREAM_KEY)],
                 **channel,
             )
         ],
@@ -190,7 +191,11 @@ def test_wrong_channel_key_maps_as_through_the_transport_seam(upstream: tuple[st
     for client in ("fast", "inproc"):
         settings = load_settings(
             proxy_access_key=KEY,
-            channels=[ChannelConfig(name="up", service_type="responses", base_url=upstream_url, api_keys=["sk-wrong"])],
+            channels=[
+                ChannelConfig(
+                    name="up", service_type="responses", base_url=upstream_url, api_keys=[SecretStr("sk-wrong")]
+                )
+            ],
         )
         transport = httpx.ASGITransport(app=fake) if client == "inproc" else None
         with serve(create_app(settings, transport=transport)) as url:

@@ -10,6 +10,7 @@ import respx
 from ccx_asgi.errors import UpstreamError, UpstreamStatusError, error_body
 from ccx_asgi.upstream_errors import upstream_status_error
 from tests.conftest import AppFactory, channel
+from tests.fixture_types import ClientFor
 
 pytestmark = pytest.mark.usefixtures("upstream_via_httpx")
 
@@ -30,7 +31,7 @@ def test_status_errors_name_their_channel() -> None:
     assert error.message == 'channel "o\'brien": upstream returned HTTP 500: boom'
 
 
-async def test_client_sees_the_prefix_and_the_outcomes_do_not(make_app: AppFactory, client_for) -> None:
+async def test_client_sees_the_prefix_and_the_outcomes_do_not(make_app: AppFactory, client_for: ClientFor) -> None:
     app = make_app(
         [channel("a", base_url="https://a.test/v1", priority=1), channel("b", base_url="https://b.test/v1", priority=2)]
     )

@@ -152,7 +152,8 @@ class ToolCatalog:
             elif kind == "namespace" and isinstance(tool.get("name"), str):
                 # Codex's "responses lite" shape (gpt-6*) puts its code-mode tool `exec` here as a
                 # custom member of the `functions` namespace, beside plain functions.
-                for member in tool.get("tools") or ():
+                members = tool.get("tools")
+                for member in members if isinstance(members, list) else ():
                     member_kind = member.get("type", "function") if isinstance(member, dict) else None
                     if member_kind == "function":
                         catalog._add(_function_spec(member, tool["name"]))

@@ -98,3 +98,15 @@ def test_pair_tool_calls(items: list[dict[str, Any]], expected: list[str]) -> No
 def test_orphan_output_text_is_kept() -> None:
     repaired = pair_tool_calls([_out("lost")])
     assert "lost" in repaired[0]["content"][0]["text"] and "ok" in repaired[0]["content"][0]["text"]
+
+
+@pytest.mark.parametrize("members", [True, "exec", {"type": "function", "name": "f"}, None, 3])
+def test_a_namespace_whose_tools_is_not_a_list_offers_nothing(members: object) -> None:
+    # Found by the malformed-body property (a 500 from iterating `True`): a malformed namespace is
+    # skipped like any other unusable tool, and the well-formed tools beside it stay.
+    tools = [
+        {"type": "namespace", "name": "ns", "tools": members},
+        {"type": "function", "name": "read_file", "parameters": {"type": "object", "properties": {}}},
+    ]
+    catalog = ToolCatalog.from_tools(tools)
+    assert [spec.upstream_name for spec in catalog.specs] == ["read_file"]

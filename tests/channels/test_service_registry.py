@@ -1,5 +1,5 @@
 """The service-type registry: every built-in type's wire facts live on its adapter, and a new type
-is one adapter module plus :func:`ccx_asgi.channels.register` (``tests/echo_adapter.py``, which no
+is one adapter module plus :func:`ccx_asgi.channels.register` (``tests/channels/echo_adapter.py``, which no
 package module knows about, served end to end through the app)."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from ccx_asgi.channels.base import ModelsRequest
 from ccx_asgi.channels.demo import DEMO_BASE_URL
 from ccx_asgi.middleware.stateful import holds_state, speaks_responses
 from ccx_asgi.settings import ChannelConfig
+from tests.channels.echo_adapter import ECHO_MODELS, EchoAdapter, EchoUpstream
 from tests.conftest import UPSTREAM_KEY, AppFactory, channel
-from tests.echo_adapter import ECHO_MODELS, EchoAdapter, EchoUpstream
+from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events, validate_response
 
 ECHO = channel("echo", service_type="echo", base_url="https://echo.test/v1", model_map={"gpt-echo": "echo-large"})
@@ -84,7 +85,7 @@ def test_a_service_type_is_valid_only_while_registered() -> None:
 
 
 @pytest.mark.usefixtures("echo_type")
-async def test_a_registered_type_serves_requests_end_to_end(make_app: AppFactory, client_for) -> None:
+async def test_a_registered_type_serves_requests_end_to_end(make_app: AppFactory, client_for: ClientFor) -> None:
     upstream = EchoUpstream(UPSTREAM_KEY)
     client = client_for(make_app([ECHO], transport=upstream))
 
@@ -119,7 +120,7 @@ async def test_a_registered_type_serves_requests_end_to_end(make_app: AppFactory
 
 
 @pytest.mark.usefixtures("echo_type")
-async def test_a_registered_type_fails_over_like_the_built_in_ones(make_app: AppFactory, client_for) -> None:
+async def test_a_registered_type_fails_over_like_the_built_in_ones(make_app: AppFactory, client_for: ClientFor) -> None:
     # The echo upstream refuses a wrong key with a 401: the next channel (the demo) answers.
     client = client_for(
         make_app(
