@@ -26,6 +26,7 @@ import asyncio
 import base64
 import contextlib
 import errno
+import io
 import logging
 import os
 import re
@@ -133,6 +134,10 @@ def _attempt_secrets(attempt: Attempt) -> list[str]:
 #: configuration rather than credentials, and replacing them in raw JSON could break its structure.
 _MIN_STREAM_SECRET = 12
 _REDACTED = b"[redacted]"
+
+
+#: Request bodies larger than this are handed to aiohttp as a file object (see AiohttpTransport).
+_LARGE_BODY = 2**20
 
 
 class _Redactor:
@@ -505,6 +510,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             data = request.content or None
         except httpx.RequestNotRead:
             data = request.stream
+        if isinstance(data, bytes) and len(data) > _LARGE_BODY:
+            # aiohttp writes a bytes body in one piece and warns (ResourceWarning) above 1 MiB; from a
+            # file object it writes 64 KiB pieces under flow control. Smaller bodies stay one write.
+            data = io.BytesIO(data)
         try:
             response = await session.request(
                 request.method,

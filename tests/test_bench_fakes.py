@@ -124,10 +124,6 @@ async def test_relay_forwards_bytes_unchanged() -> None:
     assert fake.hits["/v1/chat/completions"] == 2
 
 
-# bench/floor.py's relays keep their upstream client for the life of the bench's server process (the
-# floor measures the relay, not its shutdown), so when this test's server loop ends uvloop reports
-# the client's open socket. Only that warning, and only here, stays a warning.
-@pytest.mark.filterwarnings("default:unclosed resource <TCPTransport:ResourceWarning")
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("stream", [False, True])
 def test_floor_relays_answer_what_the_fake_answers(variant: str, stream: bool) -> None:

@@ -239,6 +239,7 @@ class ConnectProxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        up_writer: asyncio.StreamWriter | None = None
         try:
             head_bytes = await reader.readuntil(b"\r\n\r\n")
             lines = head_bytes.decode("latin-1").split("\r\n")
@@ -278,9 +279,11 @@ class ConnectProxy:
                     dst.write_eof()
 
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-            up_writer.close()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
+            # Both sides, also when the proxy is shut down mid-tunnel (a task cancelled in gather).
+            if up_writer is not None:
+                up_writer.close()
             writer.close()
             self._tasks.discard(task)
