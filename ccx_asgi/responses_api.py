@@ -36,10 +36,7 @@ from ccx_asgi.keys import KeySet
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.store import BrokenChain, ResponseStore, StoredResponse, client_owner
 from ccx_asgi.types import Receive, Scope, Send
-
-# _Redactor is private to ccx_asgi.upstream; it is the one redactor that also catches a secret split
-# across two chunks, so the relay reuses it rather than keeping a weaker copy.
-from ccx_asgi.upstream import Upstream, _Redactor, redact
+from ccx_asgi.upstream import StreamRedactor, Upstream, redact
 
 __all__ = ["StoredResponsesAPI", "stored_route"]
 
@@ -353,7 +350,7 @@ class StoredResponsesAPI:
                 ],
             }
         )
-        redactor = _Redactor(secrets)
+        redactor = StreamRedactor(secrets)
         async for chunk in answer.aiter_bytes():
             if out := redactor.feed(chunk):
                 await send({"type": "http.response.body", "body": out, "more_body": True})

@@ -56,7 +56,7 @@ from ccx_asgi.hints import upstream_error_hint
 from ccx_asgi.settings import ChannelConfig
 from ccx_asgi.upstream_errors import upstream_status_error
 
-__all__ = ["AiohttpTransport", "Upstream", "UpstreamResponse", "forwardable_headers", "redact"]
+__all__ = ["AiohttpTransport", "StreamRedactor", "Upstream", "UpstreamResponse", "forwardable_headers", "redact"]
 
 # Client headers that must never reach an upstream: hop-by-hop, framing (the client sets its own), client
 # credentials (the channel's key replaces them), cookies and anything that says who/where the
@@ -74,6 +74,8 @@ _DROP = frozenset(
 )  # fmt: skip
 _DROP_PREFIXES = ("x-forwarded-", "proxy-", "x-ccx-", "sec-", "x-amz-", "x-envoy-")
 _MAX_ERROR_BODY = 256 * 1024
+#: Request bodies larger than this are handed to aiohttp as a file object (see AiohttpTransport).
+_LARGE_BODY = 2**20
 _MAX_URLS = 1024
 
 
@@ -136,11 +138,7 @@ _MIN_STREAM_SECRET = 12
 _REDACTED = b"[redacted]"
 
 
-#: Request bodies larger than this are handed to aiohttp as a file object (see AiohttpTransport).
-_LARGE_BODY = 2**20
-
-
-class _Redactor:
+class StreamRedactor:
     """Replaces secrets in a byte stream, including a secret split across two chunks.
 
     Only a chunk's tail that could be the start of a secret is held back until the next chunk, so
@@ -154,6 +152,7 @@ class _Redactor:
         self.held = b""
 
     def feed(self, chunk: bytes) -> bytes:
+        """``chunk`` with the secrets replaced, less a tail that may begin a secret (held for the next)."""
         data = self.held + chunk if self.held else chunk
         for secret in self.secrets:
             if secret in data:
@@ -167,6 +166,7 @@ class _Redactor:
         return data[: len(data) - keep] if keep else data
 
     def flush(self) -> bytes:
+        """The held tail, at the end of the stream."""
         held, self.held = self.held, b""
         return held
 
@@ -868,7 +868,7 @@ class Upstream:
         """
         channel = attempt.channel
         idle = channel.idle_timeout
-        redactor = _Redactor(_attempt_secrets(attempt))
+        redactor = StreamRedactor(_attempt_secrets(attempt))
         chunks = response.aiter_bytes()
         watch: _IdleWatch | None = None
         try:

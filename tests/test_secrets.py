@@ -22,7 +22,7 @@ from ccx_asgi import CCXApp
 from ccx_asgi.errors import ConfigurationError
 from ccx_asgi.metrics import BREAKER_STATES
 from ccx_asgi.settings import load_settings
-from ccx_asgi.upstream import _Redactor
+from ccx_asgi.upstream import StreamRedactor
 from tests.conftest import PROXY_KEY, AppFactory, channel
 from tests.fakes.hostile_upstream import HostileUpstream, Plan, text_events
 from tests.fixture_types import ClientFor
@@ -299,7 +299,7 @@ def test_settings_and_configuration_errors_hide_keys() -> None:
 def test_redaction_survives_any_chunking(text: str, cuts: list[int]) -> None:
     secret = "sk-abc-secret-key-xyz"
     raw = (text + secret + text + secret[:5]).encode()
-    redactor = _Redactor([secret])
+    redactor = StreamRedactor([secret])
     points = sorted({min(c, len(raw)) for c in cuts})
     pieces = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
     out = b"".join(redactor.feed(p) for p in pieces) + redactor.flush()
