@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
+import httpx
 import uvicorn
 
 
@@ -64,3 +66,19 @@ def serve(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def wait_serving(url: str, proc: subprocess.Popen[str], seconds: float = 30) -> bool:
+    """Poll ``url`` until a server process answers; ``False`` when it exits or ``seconds`` pass first.
+
+    Any HTTP answer counts (a 404 at ``/`` is still a listening server).
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(url, timeout=2)
+            return True
+        except httpx.TransportError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                return False
+            time.sleep(0.05)

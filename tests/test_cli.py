@@ -29,7 +29,7 @@ from packaging.requirements import Requirement
 
 import ccx_asgi
 from ccx_asgi.types import Receive, Scope, Send
-from tests.servers import serve
+from tests.servers import serve, wait_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "cli-test-key"
@@ -87,15 +87,9 @@ class Gateway:
         """The base URL from the "listening" line, once the server answers there."""
         port = int(self.wait_for(LISTENING).group(1))
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/", timeout=2)
-                return url
-            except httpx.TransportError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise AssertionError(f"the server does not answer at {url}; log:\n{self.log}") from None
-                time.sleep(0.05)
+        if not wait_serving(url + "/", self.proc):
+            raise AssertionError(f"the server does not answer at {url}; log:\n{self.log}")
+        return url
 
     def stop(self) -> bool:
         """SIGTERM; whether the server shut down gracefully (uvicorn re-raises the signal once done)."""

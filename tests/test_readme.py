@@ -15,17 +15,15 @@ import json
 import re
 import subprocess
 import sys
-import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
 from tests.e2e.codex import catalog_entry
-from tests.servers import free_port, serve
+from tests.servers import free_port, serve, wait_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -94,16 +92,9 @@ def standalone() -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "ccx_asgi"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(url, timeout=1)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(proc.communicate()[0]) from None
-            time.sleep(0.05)
+    if not wait_serving(url, proc):
+        proc.kill()
+        raise RuntimeError(proc.communicate()[0])
     try:
         yield url
     finally:

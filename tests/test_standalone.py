@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from tests.sdk import parse_sse, validate_events
-from tests.servers import free_port
+from tests.servers import free_port, wait_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,16 +26,9 @@ def standalone() -> Iterator[tuple[str, subprocess.Popen[str]]]:
         [sys.executable, "-m", "ccx_asgi"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(url, timeout=1)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(proc.stdout.read() if proc.stdout else "no output") from None
-            time.sleep(0.1)
+    if not wait_serving(url, proc, 20):
+        proc.kill()
+        raise RuntimeError(proc.stdout.read() if proc.stdout else "no output")
     try:
         yield url, proc
     finally:
