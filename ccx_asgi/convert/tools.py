@@ -319,9 +319,14 @@ def allowed_tools(choice: Any, catalog: ToolCatalog) -> list[ToolSpec] | None:
     """
     if not (isinstance(choice, dict) and choice.get("type") == "allowed_tools"):
         return None
+    listed = choice.get("tools")
+    if listed is not None and not isinstance(listed, list):
+        raise InvalidRequestError(
+            "'tool_choice.tools' must be an array of tools.", param="tool_choice.tools", code="invalid_type"
+        )
     names: set[str] = set()
     namespaces: set[str] = set()
-    for tool in choice.get("tools") or ():
+    for tool in listed or ():
         name = tool.get("name") if isinstance(tool, dict) else None
         if not isinstance(name, str):
             continue

@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from ccx_asgi.convert.tools import INTERRUPTED_OUTPUT, ToolCatalog, custom_input, pair_tool_calls, upstream_tool_name
+from ccx_asgi.convert.tools import (
+    INTERRUPTED_OUTPUT,
+    ToolCatalog,
+    allowed_tools,
+    custom_input,
+    pair_tool_calls,
+    upstream_tool_name,
+)
+from ccx_asgi.errors import InvalidRequestError
 from tests.paths import CODEX_FIXTURES
 
 CODEX = CODEX_FIXTURES
@@ -110,3 +118,12 @@ def test_a_namespace_whose_tools_is_not_a_list_offers_nothing(members: object) -
     ]
     catalog = ToolCatalog.from_tools(tools)
     assert [spec.upstream_name for spec in catalog.specs] == ["read_file"]
+
+
+@pytest.mark.parametrize("listed", [True, "a", {"type": "function", "name": "a"}, 3])
+def test_allowed_tools_whose_tools_is_not_a_list_is_a_400(listed: object) -> None:
+    # Found by the malformed-body property (a TypeError, so a 500): the client hears which field.
+    catalog = ToolCatalog.from_tools([{"type": "custom", "name": "a", "description": "raw text tool"}])
+    with pytest.raises(InvalidRequestError) as caught:
+        allowed_tools({"type": "allowed_tools", "mode": "auto", "tools": listed}, catalog)
+    assert caught.value.param == "tool_choice.tools" and caught.value.status == 400
