@@ -133,7 +133,11 @@ def test_the_scan_finds_planted_paths(tmp_path: Path) -> None:
         path = tmp_path / f"planted-{n}.md"
         path.write_text(f"line one\nread {needle}codex/README.md first\n")
         planted.append((path, needle))
-    hits = {name: (line, needle) for name, line, needle, _ in scan([clean, *(p for p, _ in planted)])}
+    hits: dict[str, set[tuple[int, str]]] = {}
+    for name, line, needle, _ in scan([clean, *(p for p, _ in planted)]):
+        hits.setdefault(name, set()).add((line, needle))
     assert "clean.md" not in hits
     for path, needle in planted:
-        assert hits[path.name] == (2, needle)
+        # One needle may contain another (a checkout whose parent folder ends in the checkouts'
+        # folder name yields both), so a file can be reported for several.
+        assert (2, needle) in hits[path.name]
