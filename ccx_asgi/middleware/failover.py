@@ -47,7 +47,6 @@ This module owns the decision; the pieces it decides with live with their owners
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -146,27 +145,46 @@ class FailoverMiddleware:
         stream: ClientStream | None = None
         if ctx.stream:
             stream = ctx.client_stream = ClientStream(ctx, send, keepalive_interval=self.keepalive_interval)
-        work = asyncio.ensure_future(self._serve(scope, receive, send, ctx, stream))
+        # The request is served in this task; a watcher task cancels it when the client leaves.
+        # (A second task for the work plus ``asyncio.wait`` cost more than the rest of this layer.)
+        task = asyncio.current_task()
+        assert task is not None
         watcher = asyncio.ensure_future(wait_for_disconnect(receive))
         ticker = asyncio.ensure_future(stream.run_keepalive()) if stream is not None else None
-        gone = False
+        gone, serving = False, True
+
+        def client_left(done: asyncio.Future[None]) -> None:
+            nonlocal gone
+            # ``serving`` is false once the request has moved on: this callback may already have
+            # been scheduled when the work finished, and must not cancel what the task does next.
+            if not serving or done.cancelled():
+                return
+            if done.exception() is not None:
+                logger.debug("request %s: receive() failed: %r", ctx.request_id, done.exception())
+            gone = True
+            task.cancel()
+
+        watcher.add_done_callback(client_left)
+        settled = False
         try:
-            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await self._serve(scope, receive, send, ctx, stream)
+        except asyncio.CancelledError:
+            # Only the watcher's own cancellation ends the request quietly; any other (the server
+            # shutting down, a host's timeout) propagates.
+            if gone:
+                settled = True
+                if task.uncancel() == 0:
+                    logger.info("request %s: client disconnected; upstream request cancelled", ctx.request_id)
+                    return
+            raise
         finally:
+            serving = False
+            watcher.remove_done_callback(client_left)
+            watcher.cancel()
             if ticker is not None:
                 ticker.cancel()
-            watcher.cancel()
-            if not work.done():
-                gone = True
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await work
-            if watcher.done() and not watcher.cancelled() and watcher.exception() is not None:
-                logger.debug("request %s: receive() failed: %r", ctx.request_id, watcher.exception())
-        if gone:
-            logger.info("request %s: client disconnected; upstream request cancelled", ctx.request_id)
-            return
-        await work
+            if gone and not settled:
+                task.uncancel()  # the work returned although it was cancelled: take the request back
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, stream: ClientStream | None
