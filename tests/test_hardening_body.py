@@ -330,3 +330,49 @@ async def test_endless_upload_to_a_real_server_gets_413_at_the_limit(make_app: A
             writer.transport.abort()
     assert head.startswith(b"HTTP/1.1 413"), head[:100]
     assert sent < 8 * MB  # answered long before the client stopped sending
+
+
+@pytest.mark.parametrize(
+    ("raw", "byte", "cap"),
+    [(b"", b"[", 5), (b"a[b[c", b"[", 5), (b"[" * 10, b"[", 3), (b"[" * 10, b"[", 10), (b",x," * 50, b",", 1000)],
+)
+def test_the_capped_count_is_the_count_up_to_the_cap(raw: bytes, byte: bytes, cap: int) -> None:
+    from ccx_asgi.body import _count
+
+    assert _count(raw, byte, cap) == min(raw.count(byte), cap)
+
+
+def _walk_depth(root: Any) -> int:
+    """The container depth of ``root``, by an explicit walk (the reference the check must agree with)."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+@pytest.mark.parametrize("depth", [1, 2, MAX_JSON_DEPTH - 1, MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1, 200, 254, 255, 600])
+@pytest.mark.parametrize("shape", ["lists", "objects", "mixed"])
+def test_the_depth_check_agrees_with_a_walk(depth: int, shape: str) -> None:
+    from ccx_asgi.body import _depth_exceeds
+
+    value: Any = 1
+    for level in range(depth):
+        kind = shape if shape != "mixed" else ("lists" if level % 2 else "objects")
+        value = [0, value] if kind == "lists" else {"k": value, "z": []}
+    expected = _walk_depth(value) > MAX_JSON_DEPTH
+    assert _depth_exceeds(value, MAX_JSON_DEPTH) is expected
+    # A string orjson cannot serialise (a lone surrogate) takes the walk: the answer is the same.
+    assert _depth_exceeds({"bad": "\ud800", "v": value}, MAX_JSON_DEPTH) is (_walk_depth(value) + 1 > MAX_JSON_DEPTH)
+
+
+def test_orjson_still_refuses_to_serialise_deeper_than_254_levels() -> None:
+    # The depth check relies on this documented limit; an orjson that changed it must fail here.
+    value: Any = 1
+    for _ in range(254):
+        value = [value]
+    orjson.dumps(value)
+    with pytest.raises(orjson.JSONEncodeError, match=r"(?i)recursion"):
+        orjson.dumps([value])
