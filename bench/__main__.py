@@ -30,6 +30,11 @@ def parse(argv: list[str] | None = None) -> Options:
         help="comma-separated parts to skip: latency, streams, throughput (translator always runs)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results to this JSON file")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="latency: no unmeasured request to the same arm before each measured one (measures idle wake-ups too)",
+    )
     args = parser.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     options = Options()
@@ -56,6 +61,7 @@ def parse(argv: list[str] | None = None) -> Options:
     options.concurrent_streams = "streams" not in skip
     options.throughput = "throughput" not in skip
     options.json_path = args.json
+    options.warm_shot = not args.cold
     return options
 
 

@@ -172,7 +172,12 @@ def render(results: dict[str, Any]) -> str:
         f"\n# ccx_asgi benchmark — {meta.get('date', '?')}",
         f"Python {meta.get('python', '?')}, {meta.get('machine', '?')}; "
         f"LiteLLM {results.get('litellm_version', 'n/a')}; command: {meta.get('command', '?')}",
-        "\n## Added latency over calling the fake upstream directly (ms; sequential, arms interleaved)\n",
+        "\n## Added latency over calling the fake upstream directly (ms; sequential, arms interleaved"
+        + (
+            "; each measured request right after an unmeasured one to the same arm)\n"
+            if meta.get("warm_shot", True)
+            else "; --cold: no request before each measured one)\n"
+        ),
         latency_table(results["latency"]),
         "\n## Concurrent paced streams (time to first event, memory)\n",
         f"Each stream: the first burst at once, then one chunk every {PACED_INTERVAL * 1000:.0f} ms "

@@ -59,6 +59,8 @@ class Options:
     latency: bool = True
     concurrent_streams: bool = True
     json_path: Path | None = None
+    #: Precede each measured request with an unmeasured one to the same arm (see :func:`latency`).
+    warm_shot: bool = True
 
 
 @dataclass
@@ -141,8 +143,18 @@ async def warm(arm: Arm, raw: bytes) -> str | None:
     return f"HTTP {result.status}: {message[:300]}"
 
 
-async def latency(arms: list[Arm], raws: dict[str, bytes], rounds: int, warmup: int) -> dict[str, dict[str, Any]]:
-    """Sequential requests, arms interleaved in a shuffled order each round."""
+async def latency(
+    arms: list[Arm], raws: dict[str, bytes], rounds: int, warmup: int, *, warm_shot: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Sequential requests, arms interleaved in a shuffled order each round.
+
+    With ``warm_shot``, each measured request comes right after an unmeasured one to the same arm.
+    On this VM a process that has idled answers slower: the chat tiny request through ccx took
+    0.88 ms after no pause, 1.33 ms after 10 ms and 2.30 ms after 50 ms (the relay 0.82, 1.40 and
+    2.29 ms; ``docs/performance.md``). Interleaved with LiteLLM's 10-45 ms requests, the other arms
+    idled that long before a third of their requests while LiteLLM itself never idled, so the
+    comparison measured the machine's wake-up as much as the gateways. ``--cold`` measures without.
+    """
     conns = {arm.name: Connection(arm.port) for arm in arms}
     totals: dict[str, list[float]] = {arm.name: [] for arm in arms}
     firsts: dict[str, list[float]] = {arm.name: [] for arm in arms}
@@ -153,6 +165,8 @@ async def latency(arms: list[Arm], raws: dict[str, bytes], rounds: int, warmup: 
         rng.shuffle(order)
         for arm in order:
             try:
+                if warm_shot:
+                    await asyncio.wait_for(conns[arm.name].request(raws[arm.name]), 60)
                 result = await asyncio.wait_for(conns[arm.name].request(raws[arm.name]), 60)
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 errors[arm.name] += 1
@@ -402,7 +416,7 @@ class Bench:
                         continue
                     raws = {a.name: request_bytes(a, channel, stream=stream, kind=kind) for a in usable}
                     await self.settle(f"{channel} {kind} {'stream' if stream else 'json'} latency", limit=30.0)
-                    stats = await latency(usable, raws, self.o.rounds, self.o.warmup)
+                    stats = await latency(usable, raws, self.o.rounds, self.o.warmup, warm_shot=self.o.warm_shot)
                     row = {"channel": channel, "kind": kind, "stream": stream, "arms": stats}
                     self.results["latency"].append(row)
                     print("  " + _latency_line(row), flush=True)
@@ -485,6 +499,7 @@ class Bench:
             "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
             "options": {k: str(v) for k, v in self.o.__dict__.items()},
             "stream_ramp": self.o.stream_ramp,
+            "warm_shot": self.o.warm_shot,
         }
         self.run_translator()
         arms = self.start_servers()
