@@ -47,6 +47,19 @@ async def _read_body(receive: Any) -> bytes:
     return body
 
 
+async def _lifespan(receive: Any, send: Any, close: Any) -> None:
+    """Answer the server's lifespan messages; ``close()`` (a coroutine function) runs at shutdown,
+    so a relay's upstream client is closed rather than left to the garbage collector."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def _forward(send: Any, response: Any, chunks: AsyncIterator[bytes]) -> None:
     """Send an upstream answer on as it arrives (either client's response), then close it."""
     try:
@@ -85,6 +98,9 @@ def _app(variant: str, upstream: str) -> Any:
         client = httpx.AsyncClient(base_url=upstream, trust_env=False)
 
         async def relay_httpx(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send, client.aclose)
+                return
             if scope["type"] != "http":
                 return
             body = await _read_body(receive)
@@ -102,6 +118,9 @@ def _app(variant: str, upstream: str) -> Any:
         urls: dict[str, httpx.URL] = {}
 
         async def relay_ccx_client(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send, ccx_client.aclose)
+                return
             if scope["type"] != "http":
                 return
             body = await _read_body(receive)
@@ -117,7 +136,14 @@ def _app(variant: str, upstream: str) -> Any:
 
         sessions: list[aiohttp.ClientSession] = []  # made on the server's loop
 
+        async def close_sessions() -> None:
+            for session in sessions:
+                await session.close()
+
         async def relay_aiohttp(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send, close_sessions)
+                return
             if scope["type"] != "http":
                 return
             if not sessions:
