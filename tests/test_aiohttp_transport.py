@@ -161,7 +161,10 @@ def test_a_transport_used_from_a_second_event_loop_starts_new_pools() -> None:
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="TCP_USER_TIMEOUT is Linux-only")
 async def test_an_upstream_that_stops_reading_the_body_ends_the_request_at_write_timeout() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
     async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
         await asyncio.sleep(30)
 
     server = await asyncio.start_server(never_reads, "127.0.0.1", 0, limit=1024)
@@ -178,6 +181,8 @@ async def test_an_upstream_that_stops_reading_the_body_ends_the_request_at_write
             assert time.monotonic() - started < 10
         assert "write_timeout" in str(info.value)
     finally:
+        for writer in accepted:  # the server's side of the connection, which it never read
+            writer.transport.abort()
         server.close()
 
 
