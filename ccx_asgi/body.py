@@ -182,6 +182,7 @@ def parse_json(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH, max_values: int =
     the number of values from above in C speed. Only when that bound is too high (text full of
     commas, or a hostile body) is the text inside string literals left out for an exact count. Depth needs a check
     only when there are more brackets than allowed levels; orjson itself refuses more than 1024.
+    ``max_depth`` counts containers, the outermost one included (at least 1).
     """
     # Brackets and commas are distinct bytes, so a body shorter than ``max_values`` cannot reach the
     # values bound: its brackets are counted only as far as the depth check needs.
@@ -201,11 +202,24 @@ def parse_json(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH, max_values: int =
     return data
 
 
+#: Bodies are counted in windows of this size, so the copies ``_count`` makes stay small.
+_COUNT_WINDOW = 1 << 20
+
+
 def _count(raw: bytes, byte: bytes, cap: int) -> int:
     """``min(raw.count(byte), cap)``. Deleting at most ``cap`` occurrences jumps between them with
     ``memchr``, where ``bytes.count`` tests every byte: brackets and commas are sparse in real
-    bodies (3 µs instead of 20 for both brackets of a Codex turn). The copy is transient."""
-    return len(raw) - len(raw.replace(byte, b"", cap))
+    bodies (3 µs instead of 20 for both brackets of a Codex turn). The copies are transient and at
+    most a window (1 MiB) each, whatever the body's size."""
+    if len(raw) <= _COUNT_WINDOW:
+        return len(raw) - len(raw.replace(byte, b"", cap))
+    found = 0
+    for start in range(0, len(raw), _COUNT_WINDOW):
+        window = raw[start : start + _COUNT_WINDOW]
+        found += len(window) - len(window.replace(byte, b"", cap - found))
+        if found >= cap:
+            return cap
+    return found
 
 
 def _exact_count(raw: bytes, max_values: int) -> int:

@@ -376,3 +376,15 @@ def test_orjson_still_refuses_to_serialise_deeper_than_254_levels() -> None:
     orjson.dumps(value)
     with pytest.raises(orjson.JSONEncodeError, match=r"(?i)recursion"):
         orjson.dumps([value])
+
+
+@pytest.mark.parametrize("cap", [1, 3, 1000])
+def test_the_capped_count_over_windows_is_the_count_up_to_the_cap(cap: int) -> None:
+    from ccx_asgi.body import _COUNT_WINDOW, _count
+
+    # Occurrences on both sides of each window boundary, in a body of two and a half windows.
+    raw = bytearray(b"x" * (_COUNT_WINDOW * 5 // 2))
+    for at in (0, _COUNT_WINDOW - 1, _COUNT_WINDOW, _COUNT_WINDOW + 1, 2 * _COUNT_WINDOW, len(raw) - 1):
+        raw[at] = ord("[")
+    assert _count(bytes(raw), b"[", cap) == min(6, cap)
+    assert _count(bytes(raw), b"{", cap) == 0

@@ -157,14 +157,18 @@ class FailoverMiddleware:
             nonlocal gone
             # ``serving`` is false once the request has moved on: this callback may already have
             # been scheduled when the work finished, and must not cancel what the task does next.
-            if not serving or done.cancelled():
+            # (This layer cancels the watcher itself only after that.) Any other end of the watcher
+            # (a disconnect, ``receive()`` failing or cancelled) means the client cannot be served.
+            if not serving:
                 return
-            if done.exception() is not None:
+            if not done.cancelled() and done.exception() is not None:
                 logger.debug("request %s: receive() failed: %r", ctx.request_id, done.exception())
             gone = True
             task.cancel()
 
         watcher.add_done_callback(client_left)
+        # Cancellations pending before this layer ran (a host that swallowed one) are not ours.
+        pending = task.cancelling()
         settled = False
         try:
             await self._serve(scope, receive, send, ctx, stream)
@@ -173,7 +177,7 @@ class FailoverMiddleware:
             # shutting down, a host's timeout) propagates.
             if gone:
                 settled = True
-                if task.uncancel() == 0:
+                if task.uncancel() <= pending:
                     logger.info("request %s: client disconnected; upstream request cancelled", ctx.request_id)
                     return
             raise

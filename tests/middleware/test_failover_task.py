@@ -106,3 +106,41 @@ async def test_work_that_swallows_the_cancellation_still_returns_the_task_uncanc
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
     await asyncio.sleep(0.01)
+
+
+async def test_a_disconnect_is_quiet_even_in_a_task_that_carries_an_earlier_cancellation() -> None:
+    # A host that swallowed a cancellation leaves the task's count above zero: the disconnect the
+    # layer itself caused must still end the request quietly, and the count stays the host's.
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(1)
+    assert task.cancelling() == 1
+
+    async def work() -> None:
+        await asyncio.sleep(30)
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    await _Scripted(work)(_scope(), receive, _noop_send)
+    assert task.cancelling() == 1
+    task.uncancel()
+
+
+async def test_a_receive_that_is_cancelled_ends_the_request_like_a_disconnect() -> None:
+    stopped = asyncio.Event()
+
+    async def work() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    async def receive() -> Message:
+        raise asyncio.CancelledError
+
+    await _Scripted(work)(_scope(), receive, _noop_send)
+    assert stopped.is_set()
