@@ -12,7 +12,9 @@ from bench.run import CHANNELS, Bench, Options
 def parse(argv: list[str] | None = None) -> Options:
     """Command-line options → :class:`Options`."""
     parser = argparse.ArgumentParser(prog="python -m bench", description="ccx_asgi benchmark suite (loopback only).")
-    parser.add_argument("--quick", action="store_true", help="short run (about a minute): fewer rounds, shorter loads")
+    parser.add_argument(
+        "--quick", action="store_true", help="short run (about 5 minutes, mostly LiteLLM): fewer rounds, shorter loads"
+    )
     parser.add_argument("--rounds", type=int, help="latency rounds per scenario (default 300, quick 60)")
     parser.add_argument("--duration", type=float, help="seconds per throughput point (default 1.0, quick 0.3)")
     parser.add_argument("--concurrency", help="comma-separated throughput concurrencies (default 1,16,64,256)")
