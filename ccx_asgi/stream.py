@@ -198,8 +198,7 @@ class ClientStream:
 
     async def _commit_held(self, rest: list[Event]) -> None:
         held, self._held = self._held, []
-        await self.commit(held)
-        await self.events(rest)
+        await self.commit(held, rest)
 
     async def upstream_failed(self, error: UpstreamError, closing: Callable[[str], list[Event]]) -> None:
         """The current attempt's upstream failed mid-stream: before content ``error`` is raised (the
@@ -213,6 +212,12 @@ class ClientStream:
     async def finish(self, closing: list[Event]) -> None:
         """The current attempt's upstream stream ended: offer the translator's ``closing`` events,
         then end the body; a stream that carried no answer raises for failover."""
+        if self.content:
+            # Committed: the closing events and the end of the body go out in one write.
+            if closing and closing[-1].get("type") in TERMINAL_EVENTS:
+                note_response(self.ctx, closing[-1].get("response"))  # ops
+            await self.events(closing, more=False)
+            return
         await self.offer(closing)
         if not self.content:
             raise UpstreamStreamError("the upstream stream carried no answer", channel=self._channel())
@@ -242,8 +247,9 @@ class ClientStream:
         if not more:
             self.finished = True
 
-    async def commit(self, held: list[Event]) -> None:
-        """Send ``held`` (an attempt's events up to its first meaningful one): the channel is now fixed.
+    async def commit(self, held: list[Event], rest: list[Event] | None = None) -> None:
+        """Send ``held`` (an attempt's events up to its first meaningful one) and ``rest`` (the
+        events that came with it) in one write: the channel is now fixed.
 
         After a soft commit the attempt's own prelude is dropped: the client already has one.
         """
@@ -257,18 +263,20 @@ class ClientStream:
             if self._response is None and (not held or held[0].get("type") != "response.created"):
                 held = [*self._prelude(), *held]
             self.content = True
-            await self._write(await self._frames(held))
+            if rest and any(e.get("type") == "response.failed" for e in rest):
+                self.failed_after_content = True
+            await self._write(await self._frames([*held, *rest] if rest else held))
 
-    async def events(self, events: list[Event]) -> None:
-        """Send events of the committed attempt."""
-        if not events:
+    async def events(self, events: list[Event], *, more: bool = True) -> None:
+        """Send events of the committed attempt; ``more=False`` ends the body with them."""
+        if not events and more:
             return
         if any(e.get("type") == "response.failed" for e in events):
             self.failed_after_content = True
         async with self._lock:
             if self.finished:
                 return
-            await self._write(await self._frames(events))
+            await self._write(await self._frames(events), more=more)
 
     async def _frames(self, events: list[Event]) -> list[bytes]:
         """Stamp ``events``; a terminal one goes to the response store before the client sees it."""

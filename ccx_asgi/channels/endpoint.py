@@ -19,9 +19,9 @@ from ccx_asgi.channels.base import ChannelAdapter, StreamTranslator
 from ccx_asgi.context import Attempt, get_context
 from ccx_asgi.errors import UpstreamError, UpstreamStreamError
 from ccx_asgi.observability import note_response, note_upstream_url
-from ccx_asgi.sse import SSELimitError, SSEParser
+from ccx_asgi.sse import SSEEvent, SSELimitError, SSEParser
 from ccx_asgi.store import before_answer
-from ccx_asgi.stream import ClientStream, empty_completion, response_headers
+from ccx_asgi.stream import TERMINAL_EVENTS, ClientStream, empty_completion, response_headers
 from ccx_asgi.types import Event, Receive, Scope, Send
 from ccx_asgi.upstream import Upstream, forwardable_headers
 
@@ -100,10 +100,8 @@ class ChannelEndpoint:
         parser = SSEParser()
         try:
             async for chunk in self.upstream.iter_bytes(attempt, response):
-                for sse in parser.feed(chunk):
-                    await stream.offer(_translate(translator, sse.data, attempt))
-            for sse in parser.finish():
-                await stream.offer(_translate(translator, sse.data, attempt))
+                await _pump(stream, translator, parser.feed(chunk), attempt)
+            await _pump(stream, translator, parser.finish(), attempt)
             await stream.finish(translator.finish())
         except UpstreamError as exc:
             await stream.upstream_failed(exc, translator.fail)
@@ -123,6 +121,35 @@ class ChannelEndpoint:
                 with contextlib.suppress(Exception):
                     await stream.fail("Internal gateway error; see the gateway log.")
             raise
+
+
+async def _pump(stream: ClientStream, translator: StreamTranslator, parsed: list[SSEEvent], attempt: Attempt) -> None:
+    """Offer the events translated from the SSE events of one upstream read as one batch.
+
+    What arrived together leaves together: one ASGI send (one socket write) per upstream read
+    rather than one per event, and nothing waits for bytes that have not arrived. A batch is cut
+    after a terminal event so that it stays last in its batch (the stream's store and usage hooks
+    look there), and what was translated before a translator raised is still offered first.
+    """
+    if len(parsed) == 1:  # the paced case: one token per read
+        await stream.offer(_translate(translator, parsed[0].data, attempt))
+        return
+    batch: list[Event] = []
+    for sse in parsed:
+        try:
+            events = _translate(translator, sse.data, attempt)
+        except Exception:
+            # Whatever the fault (an upstream's or a translator bug), the client gets what was
+            # translated before it, as it would have one event at a time.
+            if batch:
+                await stream.offer(batch)
+            raise
+        batch += events
+        if events and events[-1].get("type") in TERMINAL_EVENTS:
+            await stream.offer(batch)
+            batch = []
+    if batch:
+        await stream.offer(batch)
 
 
 def _translate(translator: StreamTranslator, data: str, attempt: Attempt) -> list[Event]:
