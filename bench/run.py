@@ -166,7 +166,9 @@ async def latency(
         for arm in order:
             try:
                 if warm_shot:
-                    await asyncio.wait_for(conns[arm.name].request(raws[arm.name]), 60)
+                    shot = await asyncio.wait_for(conns[arm.name].request(raws[arm.name]), 60)
+                    if shot.status != 200:  # unmeasured, but an arm that fails it still shows errors
+                        errors[arm.name] += 1
                 result = await asyncio.wait_for(conns[arm.name].request(raws[arm.name]), 60)
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 errors[arm.name] += 1

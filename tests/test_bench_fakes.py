@@ -139,3 +139,34 @@ def test_floor_relays_answer_what_the_fake_answers(variant: str, stream: bool) -
         assert relayed.content == direct.content
         # Starlette's StreamingResponse adds a charset: compare the media type.
         assert relayed.headers["content-type"].split(";")[0] == direct.headers["content-type"]
+
+
+class _EveryOtherFails:
+    """Answers 503 to every odd-numbered request (the warm shots) and 200 to the others."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        self.count += 1
+        status = 503 if self.count % 2 else 200
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def test_a_failing_warm_shot_counts_as_an_error() -> None:
+    # The unmeasured request before each measured one must not hide an arm that fails.
+    from bench.client import build_request
+    from bench.run import Arm, latency
+
+    with serve(_EveryOtherFails()) as url:
+        port = int(url.rsplit(":", 1)[1])
+        arm = Arm("ccx", port, None)
+        raw = build_request("/v1/responses", b"{}", {"content-type": "application/json"}, port=port)
+        result = await latency([arm], {"ccx": raw}, rounds=5, warmup=1)
+    assert result["ccx"]["errors"] == 6  # every warm shot, warm-up round included
+    assert result["ccx"]["n"] == 5  # the measured requests all answered 200
