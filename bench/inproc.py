@@ -8,6 +8,7 @@ changes in the gateway show up clearly (the full bench measures them against the
 
     python -m bench.inproc --channel chat --kind codex            # µs per request
     python -m bench.inproc --channel chat --stream --profile      # plus a cProfile summary
+    python -m bench.inproc --channel chat --stream --burst        # the stream in one upstream read
 
 Combine with py-spy for a profile without cProfile's overhead:
 ``py-spy record --format raw -o out.txt -- python -m bench.inproc …``.
@@ -33,29 +34,34 @@ from ccx_asgi.app import CCXApp
 
 
 class _Fake(httpx.AsyncBaseTransport):
-    """Answers every request with ``payload``: its stream when the body asks for one, else its JSON."""
+    """Answers every request with ``payload``: its stream when the body asks for one, else its JSON.
 
-    def __init__(self, payload: fakes.Payload) -> None:
+    A stream comes one frame per chunk (a paced upstream: one token per read), or with ``burst``
+    all in one chunk (what a fast upstream's burst is to a socket read).
+    """
+
+    def __init__(self, payload: fakes.Payload, *, burst: bool = False) -> None:
         self.payload = payload
+        self.frames = [b"".join(payload.frames)] if burst else payload.frames
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         # ccx sends compact JSON (orjson); a substring test keeps the fake's own cost out of the numbers.
         if b'"stream":true' in await request.aread():
-            return httpx.Response(200, headers=[(b"content-type", b"text/event-stream")], stream=_Frames(self.payload))
+            return httpx.Response(200, headers=[(b"content-type", b"text/event-stream")], stream=_Frames(self.frames))
         return httpx.Response(200, headers=[(b"content-type", b"application/json")], content=self.payload.json)
 
 
 class _Frames(httpx.AsyncByteStream):
-    def __init__(self, payload: fakes.Payload) -> None:
-        self.payload = payload
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for frame in self.payload.frames:
+        for frame in self.frames:
             yield frame
 
 
-def build(channel: str) -> CCXApp:
-    """The app with one channel of type ``channel`` at the in-process fake."""
+def build(channel: str, *, burst: bool = False) -> CCXApp:
+    """The app with one channel of type ``channel`` at the in-process fake (``burst``: see :class:`_Fake`)."""
     payload = {
         "chat": fakes.chat_payload,
         "claude": fakes.claude_payload,
@@ -71,7 +77,9 @@ def build(channel: str) -> CCXApp:
             "model_map": {f"bench-{channel}": "bench-model"},
         }
     )
-    return create_app(load_settings(channels=[config], proxy_access_key="sk-ccx-bench"), transport=_Fake(payload))
+    return create_app(
+        load_settings(channels=[config], proxy_access_key="sk-ccx-bench"), transport=_Fake(payload, burst=burst)
+    )
 
 
 async def drive(app: CCXApp, body: bytes, stream: bool, count: int) -> float:
@@ -132,11 +140,12 @@ def main() -> None:
     parser.add_argument("--channel", choices=CHANNELS, default="chat")
     parser.add_argument("--kind", choices=("tiny", "codex"), default="tiny")
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--burst", action="store_true", help="a stream's frames in one chunk (default: one per chunk)")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3, help="report the best of this many runs")
     parser.add_argument("--profile", action="store_true", help="print a cProfile summary of one more run")
     args = parser.parse_args()
-    app = build(args.channel)
+    app = build(args.channel, burst=args.burst)
     model = f"bench-{args.channel}"
     data = (
         codex_body(model, args.stream)
@@ -148,7 +157,7 @@ def main() -> None:
     async def run() -> None:
         await drive(app, body, args.stream, 200)  # warm up
         best = min([await drive(app, body, args.stream, args.requests) for _ in range(args.repeats)])
-        mode = "stream" if args.stream else "json"
+        mode = ("burst stream" if args.burst else "stream") if args.stream else "json"
         print(f"{args.channel} {args.kind} {mode}: {best / args.requests * 1e6:.1f} us/request in process")
         if args.profile:
             profile = cProfile.Profile()
