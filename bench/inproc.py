@@ -42,7 +42,7 @@ class _Fake(httpx.AsyncBaseTransport):
 
     def __init__(self, payload: fakes.Payload, *, burst: bool = False) -> None:
         self.payload = payload
-        self.frames = [b"".join(payload.frames)] if burst else payload.frames
+        self.frames = (b"".join(payload.frames),) if burst else payload.frames
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         # ccx sends compact JSON (orjson); a substring test keeps the fake's own cost out of the numbers.
@@ -52,7 +52,7 @@ class _Fake(httpx.AsyncBaseTransport):
 
 
 class _Frames(httpx.AsyncByteStream):
-    def __init__(self, frames: list[bytes]) -> None:
+    def __init__(self, frames: tuple[bytes, ...]) -> None:
         self.frames = frames
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
