@@ -72,11 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     options = parse(argv)
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:
-        runner = asyncio.run
-    runner(Bench(options).run())
+        asyncio.run(Bench(options).run())
+    else:
+        uvloop.run(Bench(options).run())
 
 
 if __name__ == "__main__":

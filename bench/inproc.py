@@ -31,6 +31,7 @@ from bench import fakes
 from bench.run import CHANNELS, codex_body, tiny_body
 from ccx_asgi import ChannelConfig, create_app, load_settings
 from ccx_asgi.app import CCXApp
+from ccx_asgi.types import Message
 
 
 class _Fake(httpx.AsyncBaseTransport):
@@ -110,7 +111,7 @@ async def drive(app: CCXApp, body: bytes, stream: bool, count: int) -> float:
         delivered = False
         never = asyncio.Event()
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> Message:
             nonlocal delivered
             if not delivered:
                 delivered = True
@@ -118,7 +119,7 @@ async def drive(app: CCXApp, body: bytes, stream: bool, count: int) -> float:
             await never.wait()  # the client stays connected
             return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] != 200:
                 raise RuntimeError(f"HTTP {message['status']}")
 
