@@ -124,12 +124,14 @@ class ChannelEndpoint:
 
 
 async def _pump(stream: ClientStream, translator: StreamTranslator, parsed: list[SSEEvent], attempt: Attempt) -> None:
-    """Offer the events translated from the SSE events of one upstream read as one batch.
+    """Offer the events translated from the SSE events of one upstream read, batched.
 
-    What arrived together leaves together: one ASGI send (one socket write) per upstream read
-    rather than one per event, and nothing waits for bytes that have not arrived. A batch is cut
-    after a terminal event so that it stays last in its batch (the stream's store and usage hooks
-    look there), and what was translated before a translator raised is still offered first.
+    What arrived together leaves together: after the commit, the rest of a read's events go out in
+    one ASGI send (one socket write) rather than one per event, and nothing waits for bytes that
+    have not arrived. The commit itself (the prelude and the first content) is written as soon as
+    it is translated, so the first event never waits for the rest of its read. A batch is cut after
+    a terminal event so that it stays last in its batch (the stream's store and usage hooks look
+    there), and what was translated before a translator raised is still offered first.
     """
     if len(parsed) == 1:  # the paced case: one token per read
         await stream.offer(_translate(translator, parsed[0].data, attempt))
@@ -144,6 +146,10 @@ async def _pump(stream: ClientStream, translator: StreamTranslator, parsed: list
             if batch:
                 await stream.offer(batch)
             raise
+        if not stream.content:
+            # Nothing is written before the commit (the stream holds the prelude back).
+            await stream.offer(events)
+            continue
         batch += events
         if events and events[-1].get("type") in TERMINAL_EVENTS:
             await stream.offer(batch)

@@ -97,18 +97,21 @@ async def test_what_arrives_in_one_read_leaves_in_one_write(make_app: AppFactory
     assert bodies[-1].get("more_body", False) is False
     assert all(m.get("more_body") for m in bodies[:-1])
     if delivery == "one-read":
-        # The burst, then the end of the body (the translator's closing events are none here).
-        assert len(bodies) == 2
+        # The commit (prelude and first delta) at once, then the rest of the burst, then the end
+        # of the body (the translator's closing events are none here).
+        assert len(bodies) == 3
+        assert [e["type"] for e in parse_sse(bodies[0]["body"])][-1] == "response.output_text.delta"
     else:
         # Paced events are never held for company: each one goes out as it comes.
         assert len(bodies) == len(events) - 3  # the prelude waits for the first delta
 
 
 class _Recorder(ClientStream):
-    """A client stream that records each batch it is offered."""
+    """A client stream that records each batch it is offered, committed from the start."""
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
+        self.content = True
 
     async def offer(self, events: list[Event]) -> None:
         self.batches.append([str(e["type"]) for e in events])
@@ -148,6 +151,23 @@ async def test_a_terminal_event_stays_last_in_its_batch() -> None:
         ["extra"],
     ]
     assert all(kind not in TERMINAL_EVENTS for batch in stream.batches for kind in batch[:-1])
+
+
+async def test_the_commit_is_offered_before_the_rest_of_its_read_is_translated() -> None:
+    # The first content must not wait for the rest of a burst: events are offered one upstream
+    # event at a time until the stream commits, then batched.
+    stream = _Recorder()
+    stream.content = False
+    committing = stream.offer
+
+    async def offer(events: list[Event]) -> None:
+        await committing(events)
+        stream.content = stream.content or any(e["type"] == "response.output_text.delta" for e in events)
+
+    stream.offer = offer  # type: ignore[method-assign]
+    parsed = _sse(["response.created"], ["response.output_text.delta"], ["a"], ["b"])
+    await _pump(stream, _Echo(), parsed, _attempt())  # type: ignore[arg-type]
+    assert stream.batches == [["response.created"], ["response.output_text.delta"], ["a", "b"]]
 
 
 async def test_a_translator_fault_mid_read_still_offers_what_came_before() -> None:
