@@ -14,7 +14,8 @@ and shared by every attempt; the endpoint only pumps each attempt's translated e
   one rule for both (an empty answer, even Claude's legitimate empty ``end_turn``, would end a coding
   agent's turn with nothing done; another try almost always answers).
 - Keep-alive: when nothing has been sent for ``keepalive_interval`` seconds, the stream sends a
-  ``response.in_progress`` event (Codex's idle timer ignores SSE comments). If that happens before
+  ``response.in_progress`` event (Codex's idle timer ignores SSE comments), never after a terminal
+  event (an upstream may keep its connection open a while after it). If that happens before
   any content, the response is *soft-committed*: the HTTP 200, a gateway-made ``response.created``
   and ``in_progress`` events go out, but no upstream content has. Failover stays possible: a later
   attempt's prelude is dropped and its events are re-stamped with the committed response id and
@@ -150,6 +151,8 @@ class ClientStream:
         #: The upstream failed after content was sent (the stream ended with ``response.failed``).
         self.failed_after_content = False
         self.keepalives = 0
+        # A terminal event reached the client: no keep-alive may follow it.
+        self._terminal_sent = False
         self._response: dict[str, Any] | None = None
         self._seq = 0
         self._lock = asyncio.Lock()
@@ -265,7 +268,11 @@ class ClientStream:
             self.content = True
             if rest and any(e.get("type") == "response.failed" for e in rest):
                 self.failed_after_content = True
-            await self._write(await self._frames([*held, *rest] if rest else held))
+            # Stamped as two batches (a terminal commit event reaches the store), written as one.
+            frames = await self._frames(held)
+            if rest:
+                frames += await self._frames(rest)
+            await self._write(frames)
 
     async def events(self, events: list[Event], *, more: bool = True) -> None:
         """Send events of the committed attempt; ``more=False`` ends the body with them."""
@@ -285,6 +292,8 @@ class ClientStream:
         upstream = last.get("response") if last is not None and last.get("type") in TERMINAL_EVENTS else None
         upstream_id = upstream.get("id") if isinstance(upstream, dict) else None
         frames = [self._stamp(e) for e in events]
+        if last is not None and last.get("type") in TERMINAL_EVENTS:
+            self._terminal_sent = True
         if isinstance(upstream, dict) and last is not None:
             await before_answer(self.ctx, last.get("response"), upstream_id)  # stamped: the client's id
         return frames
@@ -303,7 +312,7 @@ class ClientStream:
     async def keepalive(self) -> None:
         """Send one ``response.in_progress`` now (soft-committing the response if needed)."""
         async with self._lock:
-            if self.finished:
+            if self.finished or self._terminal_sent:
                 return
             if not self.started:
                 await self._start(decided=False)
@@ -348,7 +357,7 @@ class ClientStream:
         if interval <= 0:
             return
         try:
-            while not self.finished:
+            while not (self.finished or self._terminal_sent):
                 idle = time.monotonic() - self._last
                 if idle < interval:
                     await asyncio.sleep(interval - idle)

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from ccx_asgi.channels.endpoint import ADAPTERS
@@ -14,7 +17,7 @@ from ccx_asgi.context import Attempt, RequestContext
 from ccx_asgi.convert.events import ResponseStream
 from ccx_asgi.errors import CCXError, UpstreamStatusError, UpstreamStreamError, all_channels_failed
 from ccx_asgi.settings import ChannelConfig
-from ccx_asgi.sse import SSELimitError, SSEParser
+from ccx_asgi.sse import SSELimitError, SSEParser, encode_event
 from ccx_asgi.stream import ClientStream
 from ccx_asgi.types import Event, Message
 from tests.conftest import AppFactory
@@ -195,3 +198,59 @@ def test_the_all_failed_error_as_an_http_answer() -> None:
         [],
     )
     assert all_channels_failed([]).message == "No channel to try."
+
+
+def _final_failure(code: str) -> list[Event]:
+    """A prelude and a final (non-retryable) ``response.failed``: an answer passed on as it is."""
+    built = ResponseStream("gpt-5", BODY)
+    built.start()
+    head = built.take()
+    response = {**head[0]["response"], "status": "failed", "error": {"code": code, "message": "nope"}}
+    return [*head, {"type": "response.failed", "response": response, "sequence_number": 2}]
+
+
+@pytest.mark.parametrize("terminal", ["completed", "final-failed"])
+async def test_a_terminal_event_that_commits_reaches_the_store_with_events_after_it(terminal: str) -> None:
+    # The commit and the events that came with it share one write; the commit's terminal event
+    # must still reach the store hook even when more follows it in the same batch (a registered
+    # adapter's translator may emit that; the built-in ones end a batch at the terminal event).
+    ctx = _ctx()
+    seen: list[str] = []
+
+    async def hook(response: dict[str, Any], upstream_id: Any) -> None:
+        seen.append(response["status"])
+
+    ctx.on_answer = hook
+    client = _Client()
+    stream = ClientStream(ctx, client)
+    if terminal == "completed":
+        answer = _answer("hello")
+        batch = [*answer[:2], answer[-1]]  # created, in_progress, completed (with output)
+    else:
+        batch = _final_failure("context_length_exceeded")
+    late = {"type": "response.output_text.delta", "item_id": "x", "output_index": 0, "content_index": 0}
+    batch.append({**late, "delta": "late"})
+    await stream.offer(batch)
+    assert stream.content
+    assert seen == [batch[-2]["response"]["status"]]
+    assert len([m for m in client.messages if m["type"] == "http.response.body"]) == 1  # still one write
+
+
+async def test_no_keepalive_follows_the_terminal_event(make_app: AppFactory, client_for: ClientFor) -> None:
+    # An upstream that sends its terminal event and then keeps the connection open a while (a late
+    # close or [DONE]): before, the keep-alive ticker sent response.in_progress after completed.
+    frames = b"".join(encode_event(e) for e in answer_events("gpt-5", "done early"))
+
+    def burst_then_idle(request: httpx.Request, body: dict[str, Any]) -> httpx.Response:
+        async def content() -> AsyncIterator[bytes]:
+            yield frames
+            await asyncio.sleep(0.15)
+
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content())
+
+    upstream = Scripted()
+    upstream.script("a.test", burst_then_idle)
+    client = client_for(make_app([chan("a")], transport=upstream, keepalive_interval=0.03))
+    sent = parse_sse((await client.post("/responses", json=BODY)).content)
+    validate_events(sent)
+    assert [e["type"] for e in sent][-1] == "response.completed"
