@@ -175,9 +175,7 @@ class ClientStream:
         Raises :class:`~ccx_asgi.errors.UpstreamStreamError` for a failure before content, so the
         failover layer can try the next target.
         """
-        # Translators put the terminal event last in its batch: usage for the log and metrics.
-        if events and events[-1].get("type") in TERMINAL_EVENTS:
-            note_response(self.ctx, events[-1].get("response"))  # ops
+        self._note_terminal(events)
         if self.content:
             await self.events(events)
             return
@@ -199,6 +197,11 @@ class ClientStream:
                 await self._commit_held(events[n + 1 :])
                 return
 
+    def _note_terminal(self, events: list[Event]) -> None:
+        # Translators put the terminal event last in its batch: usage for the log and metrics.
+        if events and events[-1].get("type") in TERMINAL_EVENTS:
+            note_response(self.ctx, events[-1].get("response"))  # ops
+
     async def _commit_held(self, rest: list[Event]) -> None:
         held, self._held = self._held, []
         await self.commit(held, rest)
@@ -217,8 +220,7 @@ class ClientStream:
         then end the body; a stream that carried no answer raises for failover."""
         if self.content:
             # Committed: the closing events and the end of the body go out in one write.
-            if closing and closing[-1].get("type") in TERMINAL_EVENTS:
-                note_response(self.ctx, closing[-1].get("response"))  # ops
+            self._note_terminal(closing)
             await self.events(closing, more=False)
             return
         await self.offer(closing)
@@ -289,11 +291,11 @@ class ClientStream:
         """Stamp ``events``; a terminal one goes to the response store before the client sees it."""
         # Translators put the terminal event last in its batch.
         last = events[-1] if events else None
-        upstream = last.get("response") if last is not None and last.get("type") in TERMINAL_EVENTS else None
+        terminal = last is not None and last.get("type") in TERMINAL_EVENTS
+        upstream = last.get("response") if last is not None and terminal else None
         upstream_id = upstream.get("id") if isinstance(upstream, dict) else None
         frames = [self._stamp(e) for e in events]
-        if last is not None and last.get("type") in TERMINAL_EVENTS:
-            self._terminal_sent = True
+        self._terminal_sent = self._terminal_sent or terminal
         if isinstance(upstream, dict) and last is not None:
             await before_answer(self.ctx, last.get("response"), upstream_id)  # stamped: the client's id
         return frames
