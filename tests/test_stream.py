@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
 from ccx_asgi.channels.endpoint import ADAPTERS
@@ -17,7 +14,7 @@ from ccx_asgi.context import Attempt, RequestContext
 from ccx_asgi.convert.events import ResponseStream
 from ccx_asgi.errors import CCXError, UpstreamStatusError, UpstreamStreamError, all_channels_failed
 from ccx_asgi.settings import ChannelConfig
-from ccx_asgi.sse import SSELimitError, SSEParser, encode_event
+from ccx_asgi.sse import SSELimitError, SSEParser
 from ccx_asgi.stream import ClientStream
 from ccx_asgi.types import Event, Message
 from tests.conftest import AppFactory
@@ -239,17 +236,8 @@ async def test_a_terminal_event_that_commits_reaches_the_store_with_events_after
 async def test_no_keepalive_follows_the_terminal_event(make_app: AppFactory, client_for: ClientFor) -> None:
     # An upstream that sends its terminal event and then keeps the connection open a while (a late
     # close or [DONE]): before, the keep-alive ticker sent response.in_progress after completed.
-    frames = b"".join(encode_event(e) for e in answer_events("gpt-5", "done early"))
-
-    def burst_then_idle(request: httpx.Request, body: dict[str, Any]) -> httpx.Response:
-        async def content() -> AsyncIterator[bytes]:
-            yield frames
-            await asyncio.sleep(0.15)
-
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content())
-
     upstream = Scripted()
-    upstream.script("a.test", burst_then_idle)
+    upstream.script("a.test", events(lambda m: answer_events(m, "done early"), burst=True, linger=0.15))
     client = client_for(make_app([chan("a")], transport=upstream, keepalive_interval=0.03))
     sent = parse_sse((await client.post("/responses", json=BODY)).content)
     validate_events(sent)

@@ -9,14 +9,16 @@ from typing import Any
 import httpx
 import pytest
 
+from ccx_asgi.app import CCXApp
 from ccx_asgi.channels.endpoint import ADAPTERS, _pump
 from ccx_asgi.context import Attempt
 from ccx_asgi.settings import ChannelConfig
-from ccx_asgi.sse import SSEEvent, encode_event
+from ccx_asgi.sse import SSEEvent
 from ccx_asgi.stream import TERMINAL_EVENTS, ClientStream
-from ccx_asgi.types import Event, Message
+from ccx_asgi.types import Event, Message, Receive, Scope, Send
 from tests.conftest import PROXY_KEY, AppFactory
 from tests.fakes.scripted_upstream import Scripted, answer_events, chan
+from tests.fakes.scripted_upstream import events as streamed
 from tests.fixture_types import ClientFor
 from tests.sdk import parse_sse, validate_events
 from tests.test_stream import _BuggyAdapter
@@ -24,61 +26,35 @@ from tests.test_stream import _BuggyAdapter
 BODY = {"model": "gpt-5", "input": "hi", "stream": True}
 
 
-def _one_read(request: httpx.Request, body: dict[str, Any]) -> httpx.Response:
-    """The whole stream in one body chunk: what a fast upstream's burst looks like to a socket read."""
-    frames = b"".join(encode_event(e) for e in answer_events(body["model"], "one two three four"))
-    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=frames)
+def _answer(model: str) -> list[Event]:
+    return answer_events(model, "one two three four")
 
 
-def _per_event(request: httpx.Request, body: dict[str, Any]) -> httpx.Response:
-    """The same stream, one event per chunk: a paced upstream."""
-    frames = [encode_event(e) for e in answer_events(body["model"], "one two three four")]
+class _Recording:
+    """Records every ASGI message the wrapped app sends on its way to the client."""
 
-    async def chunks() -> Any:
-        for frame in frames:
-            yield frame
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.sent: list[Message] = []
 
-    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=chunks())
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def record(message: Message) -> None:
+            self.sent.append(message)
+            await send(message)
+
+        await self.app(scope, receive, record)
 
 
-async def _serve(app: Any) -> list[Message]:
-    """One streaming request through the raw ASGI interface; every message the app sent."""
-    body = httpx.Request("POST", "http://gw.test/responses", json=BODY).read()
-    sent: list[Message] = []
-    delivered = False
-
-    async def receive() -> Message:
-        nonlocal delivered
-        if delivered:
-            raise AssertionError("the app read past the request body")  # pragma: no cover
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/responses",
-        "raw_path": b"/responses",
-        "root_path": "",
-        "query_string": b"",
-        "server": ("gw.test", 80),
-        "client": ("127.0.0.1", 5555),
-        "headers": [
-            (b"host", b"gw.test"),
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {PROXY_KEY}".encode()),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
-    await app(scope, receive, send)
+async def _serve(app: CCXApp) -> list[Message]:
+    """One streaming request; every message the app sent."""
+    recording = _Recording(app)
+    transport = httpx.ASGITransport(app=recording)
+    headers = {"authorization": f"Bearer {PROXY_KEY}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw.test", headers=headers) as client:
+        response = await client.post("/responses", json=BODY)
     await app.aclose()
-    return sent
+    assert response.status_code == 200
+    return recording.sent
 
 
 @pytest.mark.parametrize("delivery", ["one-read", "per-event"])
@@ -86,7 +62,7 @@ async def test_what_arrives_in_one_read_leaves_in_one_write(make_app: AppFactory
     # Before, every event was its own ASGI message (one socket write each): a 20-token burst cost
     # 20 writes where a byte relay makes one.
     upstream = Scripted()
-    upstream.script("a.test", _one_read if delivery == "one-read" else _per_event)
+    upstream.script("a.test", streamed(_answer, burst=delivery == "one-read"))
     sent = await _serve(make_app([chan("a")], transport=upstream))
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
     bodies = [m for m in sent if m["type"] == "http.response.body"]
@@ -185,7 +161,7 @@ async def test_a_translator_bug_after_content_in_one_read_ends_with_failed(
     # translated before the bug is committed, and the stream ends with response.failed (not a 500).
     monkeypatch.setitem(ADAPTERS, "responses", _BuggyAdapter(5))
     upstream = Scripted()
-    upstream.script("a.test", _one_read)
+    upstream.script("a.test", streamed(_answer, burst=True))
     response = await client_for(make_app([chan("a")], transport=upstream)).post("/responses", json=BODY)
     assert response.status_code == 200
     sent = parse_sse(response.content)

@@ -32,15 +32,29 @@ def answer_events(model: str, text: str = "pong") -> list[Event]:
     return stream.take()
 
 
-def sse(events: Iterable[Event], *, fail: Exception | None = None, delay: float = 0.0) -> httpx.Response:
-    """A 200 event stream of ``events``; ``fail`` is raised after them (a dropped connection)."""
+def sse(
+    events: Iterable[Event],
+    *,
+    fail: Exception | None = None,
+    delay: float = 0.0,
+    burst: bool = False,
+    linger: float = 0.0,
+) -> httpx.Response:
+    """A 200 event stream of ``events``, one event per chunk (``delay`` before each), or with
+    ``burst`` all in one chunk (a fast upstream's burst as one socket read sees it); the stream
+    stays open ``linger`` seconds after the last event, then ``fail`` is raised (a dropped
+    connection) if given."""
     frames = [encode_event(e) for e in events]
+    if burst:
+        frames = [b"".join(frames)]
 
     async def body() -> AsyncIterator[bytes]:
         for frame in frames:
             if delay:
                 await asyncio.sleep(delay)
             yield frame
+        if linger:
+            await asyncio.sleep(linger)
         if fail is not None:
             raise fail
 
@@ -97,11 +111,18 @@ def raises(exc: Exception) -> Behaviour:
     return run
 
 
-def events(make: Callable[[str], list[Event]], *, fail: Exception | None = None, delay: float = 0.0) -> Behaviour:
-    """Stream ``make(model)``, then optionally drop the connection."""
+def events(
+    make: Callable[[str], list[Event]],
+    *,
+    fail: Exception | None = None,
+    delay: float = 0.0,
+    burst: bool = False,
+    linger: float = 0.0,
+) -> Behaviour:
+    """Stream ``make(model)`` (see :func:`sse` for the options), then optionally drop the connection."""
 
     def run(request: httpx.Request, body: dict[str, Any]) -> httpx.Response:
-        return sse(make(body["model"]), fail=fail, delay=delay)
+        return sse(make(body["model"]), fail=fail, delay=delay, burst=burst, linger=linger)
 
     return run
 
