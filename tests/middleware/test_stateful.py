@@ -56,6 +56,25 @@ def last_history(kind: str, fake: Any) -> list[str]:
     return [body.get("previous_response_id") or "", str(body.get("input"))]
 
 
+def _weather_tool_turn(answer: str) -> Any:
+    """A Claude script with thinking on: call ``get_weather``, then, given its result, ``answer``."""
+    from tests.fakes.claude_upstream import Reply
+
+    def script(body: dict[str, Any]) -> Reply:
+        last = body["messages"][-1]["content"]
+        if isinstance(last, list) and any(b.get("type") == "tool_result" for b in last):
+            return Reply([{"type": "thinking", "thinking": "Report it."}, {"type": "text", "text": answer}])
+        return Reply(
+            [
+                {"type": "thinking", "thinking": "Call the tool."},
+                {"type": "tool_use", "name": "get_weather", "input": {}},
+            ],
+            stop_reason="tool_use",
+        )
+
+    return script
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("kind", KINDS)
 async def test_create_chain_retrieve_list_delete(make_app: AppFactory, kind: str, stream: bool) -> None:
@@ -433,22 +452,9 @@ async def test_native_follow_ups_go_to_the_account_that_holds_the_response(make_
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 async def test_claude_thinking_survives_a_chained_tool_turn(make_app: AppFactory, stream: bool) -> None:
     """The stored chain replays Claude's signed thinking, so a thinking tool turn is accepted."""
-    from tests.fakes.claude_upstream import FakeClaudeUpstream, Reply
+    from tests.fakes.claude_upstream import FakeClaudeUpstream
 
-    def script(body: dict[str, Any]) -> Reply:
-        if body["messages"][-1]["role"] == "user" and any(
-            b.get("type") == "tool_result" for b in body["messages"][-1]["content"]
-        ):
-            return Reply([{"type": "thinking", "thinking": "Report it."}, {"type": "text", "text": "It is warm."}])
-        return Reply(
-            [
-                {"type": "thinking", "thinking": "Call the tool."},
-                {"type": "tool_use", "name": "get_weather", "input": {}},
-            ],
-            stop_reason="tool_use",
-        )
-
-    fake = FakeClaudeUpstream(script=script)
+    fake = FakeClaudeUpstream(script=_weather_tool_turn("It is warm."))
     app = make_app([channel_for("claude")], transport=routed(claude=fake))
     client = sdk(app)
     tools: Any = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
@@ -696,21 +702,9 @@ async def test_an_open_gateway_owns_by_the_key_the_client_sent(make_app: AppFact
 async def test_item_references_keep_claude_thinking(make_app: AppFactory) -> None:
     """The AI SDK's replay on a Claude channel: the referenced reasoning is the signed thinking block,
     so thinking stays on for the tool turn (without it, it would have to be switched off)."""
-    from tests.fakes.claude_upstream import FakeClaudeUpstream, Reply
+    from tests.fakes.claude_upstream import FakeClaudeUpstream
 
-    def script(body: dict[str, Any]) -> Reply:
-        last = body["messages"][-1]["content"]
-        if isinstance(last, list) and any(b.get("type") == "tool_result" for b in last):
-            return Reply([{"type": "thinking", "thinking": "Done."}, {"type": "text", "text": "It is dry."}])
-        return Reply(
-            [
-                {"type": "thinking", "thinking": "Use the tool."},
-                {"type": "tool_use", "name": "get_weather", "input": {}},
-            ],
-            stop_reason="tool_use",
-        )
-
-    fake = FakeClaudeUpstream(script=script)
+    fake = FakeClaudeUpstream(script=_weather_tool_turn("It is dry."))
     app = make_app([channel_for("claude")], transport=routed(claude=fake))
     client = sdk(app)
     tools: Any = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
